@@ -1,0 +1,122 @@
+"""The one place for configuration defaults.
+
+The same names are used by the notebooks' ``parameters`` cells, by
+``python -m pipelines run -p NAME VALUE`` and by the serving app's environment
+variables (upper-cased, e.g. ``MODEL_URI``).  A test keeps the notebooks'
+literal defaults equal to the ones below.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
+EMBEDDED_DATASET = "embedded:rotten_tomatoes"
+PROMOTION_METRICS = ("accuracy", "roc_auc", "f1", "precision", "recall")
+
+
+class ConfigError(ValueError):
+    """A parameter has an unknown name or an invalid value; the message names it."""
+
+
+class PipelineConfig(BaseModel):
+    """Every parameter of the pipeline, with its default."""
+
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+    # tracking
+    tracking_uri: str = Field("", description="MLflow tracking URI; '' = $MLFLOW_TRACKING_URI or the project store")
+    experiment_name: str = Field("sentiment", min_length=1)
+    registered_model_name: str = Field("sentiment", min_length=1)
+    alias: str = Field("production", min_length=1)
+
+    # data
+    dataset: str = Field(EMBEDDED_DATASET, min_length=1)
+    text_column: str = Field("text", min_length=1)
+    label_column: str = Field("label", min_length=1)
+    val_size: float = Field(0.1, gt=0, lt=0.5)
+    test_size: float = Field(0.1, gt=0, lt=0.5)
+    max_train_samples: int = Field(0, ge=0, description="0 = all")
+    include_feedback: bool = Field(False, description="add labelled feedback from the serving app to training")
+    inference_db: str = Field("", description="inference log + feedback (SQLite); empty = <state dir>/inference.db")
+
+    # model and training
+    model_name: str = Field(EMBEDDED_MODEL, min_length=1)
+    epochs: int = Field(4, ge=1, le=100)
+    learning_rate: float = Field(1e-4, ge=0, lt=1)
+    batch_size: int = Field(32, ge=1, le=4096)
+    max_length: int = Field(64, ge=8, le=512)
+    warmup_ratio: float = Field(0.1, ge=0, lt=1)
+    weight_decay: float = Field(0.01, ge=0, lt=1)
+    early_stopping_patience: int = Field(1, ge=0)
+    tune_threshold: bool = True
+    padding: str = Field("dynamic", pattern="^(dynamic|max_length)$")
+    seed: int = 42
+    num_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+
+    # long texts (scoring, shared by evaluation and serving)
+    long_text_strategy: str = Field("sliding_window", pattern="^(truncate|head_tail|sliding_window)$")
+    window_stride: int = Field(16, ge=0, description="tokens shared by consecutive windows")
+    max_windows: int = Field(16, ge=1)
+
+    # evaluation and promotion
+    model_version: str = Field("", description="candidate version; '' = the newest")
+    promotion_metric: str = "accuracy"
+    min_delta: float = Field(0.002, ge=0, le=1)
+    min_metric: float = Field(0.70, ge=0, le=1, description="absolute floor for the promotion metric")
+
+    @field_validator("promotion_metric")
+    @classmethod
+    def _metric_known(cls, value: str) -> str:
+        if value not in PROMOTION_METRICS:
+            raise ValueError(f"must be one of {', '.join(PROMOTION_METRICS)}")
+        return value
+
+
+def defaults() -> dict[str, Any]:
+    """All parameter names with their default values."""
+    return PipelineConfig().model_dump()
+
+
+def _coerce(name: str, value: Any) -> Any:
+    """Turn a CLI string into the field's type (papermill-style literal parsing)."""
+    if not isinstance(value, str):
+        return value
+    field = PipelineConfig.model_fields[name]
+    if field.annotation is bool:
+        low = value.strip().lower()
+        if low in {"1", "true", "yes", "on"}:
+            return True
+        if low in {"0", "false", "no", "off"}:
+            return False
+    return value
+
+
+def build_config(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> PipelineConfig:
+    """Defaults < config file < overrides; raise ConfigError naming the bad parameter."""
+    values: dict[str, Any] = {}
+    if config_file:
+        path = Path(config_file)
+        if not path.is_file():
+            raise ConfigError(f"config file: {path} does not exist")
+        loaded = yaml.safe_load(path.read_text()) or {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file: {path} must hold a mapping of parameter names to values")
+        values.update(loaded)
+    values.update(overrides or {})
+    known = PipelineConfig.model_fields
+    unknown = sorted(set(values) - set(known))
+    if unknown:
+        raise ConfigError(
+            f"unknown parameter(s): {', '.join(unknown)} (known: {', '.join(sorted(known))})"
+        )
+    try:
+        return PipelineConfig(**{k: _coerce(k, v) for k, v in values.items()})
+    except ValidationError as err:
+        first = err.errors()[0]
+        name = ".".join(str(p) for p in first["loc"])
+        raise ConfigError(f"parameter {name}: {first['msg']} (got {first.get('input')!r})") from None

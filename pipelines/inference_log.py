@@ -1,0 +1,109 @@
+"""The serving app's inference log and feedback store (one SQLite file).
+
+The app appends one row per prediction (no raw text unless the operator opts
+in) and one row per feedback label; monitoring and retraining read them back.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from collections.abc import Iterable
+from contextlib import closing
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from pipelines.tracking import state_dir
+
+SCHEMA = """
+CREATE TABLE IF NOT EXISTS predictions (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,                 -- ISO-8601 UTC
+    model_name TEXT,
+    model_version TEXT,
+    endpoint TEXT,
+    n_chars INTEGER NOT NULL,
+    n_tokens INTEGER NOT NULL,
+    unk_ratio REAL NOT NULL,
+    label TEXT NOT NULL,              -- Positive / Negative
+    confidence REAL NOT NULL,         -- probability of the returned label
+    p_positive REAL NOT NULL,
+    latency_ms REAL,
+    text TEXT                         -- NULL unless raw-text logging is switched on
+);
+CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
+CREATE TABLE IF NOT EXISTS feedback (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    ts TEXT NOT NULL,
+    text TEXT NOT NULL,
+    label INTEGER NOT NULL            -- 1 positive, 0 negative
+);
+"""
+PREDICTION_COLUMNS = (
+    "ts", "model_name", "model_version", "endpoint", "n_chars", "n_tokens", "unk_ratio",
+    "label", "confidence", "p_positive", "latency_ms", "text",
+)
+
+
+def default_path() -> Path:
+    return state_dir() / "inference.db"
+
+
+def resolve_path(path: str | Path | None = None) -> Path:
+    return Path(path) if path else default_path()
+
+
+def utcnow() -> str:
+    return datetime.now(UTC).isoformat(timespec="milliseconds")
+
+
+def connect(path: str | Path | None = None) -> sqlite3.Connection:
+    """Open (and create) the database with WAL so readers never block the writer."""
+    db = resolve_path(path)
+    db.parent.mkdir(parents=True, exist_ok=True)
+    conn = sqlite3.connect(db, timeout=30, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.executescript(SCHEMA)
+    return conn
+
+
+def append_predictions(conn: sqlite3.Connection, rows: Iterable[dict[str, Any]]) -> int:
+    """Insert prediction rows (dicts with PREDICTION_COLUMNS; missing ones are NULL)."""
+    values = [tuple(row.get(c) for c in PREDICTION_COLUMNS) for row in rows]
+    placeholders = ", ".join("?" for _ in PREDICTION_COLUMNS)
+    with conn:
+        conn.executemany(f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({placeholders})", values)
+    return len(values)
+
+
+def add_feedback(conn: sqlite3.Connection, text: str, label: int) -> int:
+    with conn:
+        cur = conn.execute("INSERT INTO feedback (ts, text, label) VALUES (?, ?, ?)", (utcnow(), text, int(label)))
+    return int(cur.lastrowid)
+
+
+def read_predictions(
+    path: str | Path | None = None, since: str | None = None, until: str | None = None
+) -> pd.DataFrame:
+    """Prediction rows in [since, until) (ISO timestamps), oldest first."""
+    db = resolve_path(path)
+    if not db.exists():
+        return pd.DataFrame(columns=["id", *PREDICTION_COLUMNS])
+    query, args = "SELECT * FROM predictions WHERE 1=1", []
+    if since:
+        query, args = query + " AND ts >= ?", [*args, since]
+    if until:
+        query, args = query + " AND ts < ?", [*args, until]
+    with closing(connect(db)) as conn:
+        return pd.read_sql_query(query + " ORDER BY ts, id", conn, params=args)
+
+
+def read_feedback(path: str | Path | None = None) -> pd.DataFrame:
+    """Labelled feedback as ``text``/``label`` rows."""
+    db = resolve_path(path)
+    if not db.exists():
+        return pd.DataFrame(columns=["id", "ts", "text", "label"])
+    with closing(connect(db)) as conn:
+        return pd.read_sql_query("SELECT * FROM feedback ORDER BY id", conn)

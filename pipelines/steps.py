@@ -1,0 +1,57 @@
+"""What a notebook step needs at its start and end.
+
+A notebook runs either standalone (JupyterLab, or ``papermill nb.ipynb out.ipynb``)
+and then opens its own MLflow run, or under the pipeline runner, which passes
+``mlflow_run_id`` (a nested run it created) and ``result_path`` (where the step
+writes what later steps need, as JSON).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from pathlib import Path
+from typing import Any
+
+import mlflow
+
+from pipelines import tracking
+from pipelines.config import PipelineConfig, build_config
+
+RUNNER_PARAMETERS = ("mlflow_run_id", "result_path")
+
+
+def config_from_parameters(namespace: dict[str, Any]) -> PipelineConfig:
+    """Build the validated config from a notebook's parameter variables.
+
+    Only names that are pipeline parameters are taken, so a notebook's other
+    variables never leak in.
+    """
+    names = PipelineConfig.model_fields
+    return build_config({k: v for k, v in namespace.items() if k in names})
+
+
+def start(step: str, cfg: PipelineConfig, mlflow_run_id: str = "") -> mlflow.ActiveRun:
+    """Open the step's MLflow run: the runner's nested run, or a new one."""
+    tracking.setup(cfg.tracking_uri, cfg.experiment_name)
+    if mlflow.active_run() is not None:
+        mlflow.end_run()
+    if mlflow_run_id:
+        run = mlflow.start_run(run_id=mlflow_run_id)
+    else:
+        run = mlflow.start_run(run_name=step, tags={"step": step, "launched_by": "notebook"})
+    os.environ["MLFLOW_RUN_ID"] = run.info.run_id
+    print(f"MLflow run {run.info.run_id} ({step}) in {mlflow.get_tracking_uri()}")
+    return run
+
+
+def finish(result_path: str = "", standalone: bool = True, **result: Any) -> dict[str, Any]:
+    """Write the step's result for the runner and close a standalone run."""
+    if result_path:
+        Path(result_path).write_text(json.dumps(result, indent=2, default=str))
+    run = mlflow.active_run()
+    if run is not None:
+        mlflow.set_tags({f"result.{k}": str(v) for k, v in result.items() if isinstance(v, (str, int, float, bool))})
+        if standalone:
+            mlflow.end_run()
+    return result

@@ -1,0 +1,199 @@
+"""Fine-tuning a transformer encoder with a fresh two-label head.
+
+A plain PyTorch loop (clearer than ``Trainer`` for what we need): length-grouped
+batches with dynamic padding, AdamW with linear warm-up/decay, gradient
+clipping, early stopping on the validation split, and a decision threshold
+chosen on validation and folded into the classifier bias.
+"""
+
+from __future__ import annotations
+
+import copy
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from typing import Any
+
+import mlflow
+import numpy as np
+import pandas as pd
+import torch
+from tqdm.auto import tqdm
+from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+
+from pipelines.config import PipelineConfig
+from pipelines.data import LABEL_NAMES, Splits
+from pipelines.embedded import resolve_model_name
+from pipelines.inference import Scorer, ScoringConfig, fold_threshold, save_scoring_config
+from pipelines.metrics import best_threshold, classification_metrics
+
+
+@dataclass
+class TrainResult:
+    """What training produced: the fine-tuned model and how it got there."""
+
+    model: Any
+    tokenizer: Any
+    scoring: ScoringConfig
+    threshold: float
+    best_epoch: int
+    history: list[dict[str, float]] = field(default_factory=list)
+    validation_metrics: dict[str, float] = field(default_factory=dict)
+    train_seconds: float = 0.0
+    steps: int = 0
+
+    def scorer(self) -> Scorer:
+        return Scorer(self.model, self.tokenizer, self.scoring)
+
+
+def seed_everything(seed: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+
+
+def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random, mega: int = 50) -> list[list[int]]:
+    """Shuffle, sort by length inside mega-batches of ``mega`` batches, shuffle the batches.
+
+    Batches then hold texts of similar length, so dynamic padding pads little,
+    while the order stays random enough for SGD.
+    """
+    order = list(range(len(lengths)))
+    rng.shuffle(order)
+    batches: list[list[int]] = []
+    for start in range(0, len(order), batch_size * mega):
+        chunk = sorted(order[start : start + batch_size * mega], key=lambda i: lengths[i])
+        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
+    rng.shuffle(batches)
+    return batches
+
+
+def load_base_model(model_name: str) -> tuple[Any, Any]:
+    """Tokenizer and a sequence classifier with a fresh 2-label head."""
+    source = resolve_model_name(model_name)
+    tokenizer = AutoTokenizer.from_pretrained(source)
+    model = AutoModelForSequenceClassification.from_pretrained(
+        source,
+        num_labels=2,
+        id2label=dict(LABEL_NAMES),
+        label2id={v: k for k, v in LABEL_NAMES.items()},
+    )
+    return model, tokenizer
+
+
+class _Collator:
+    def __init__(self, tokenizer: Any, padding: str, max_length: int):
+        self.tokenizer, self.padding, self.max_length = tokenizer, padding, max_length
+
+    def __call__(self, ids: list[list[int]], labels: np.ndarray | None = None) -> dict[str, torch.Tensor]:
+        padding = "max_length" if self.padding == "max_length" else "longest"
+        batch = self.tokenizer.pad({"input_ids": ids}, padding=padding, max_length=self.max_length, return_tensors="pt")
+        if labels is not None:
+            batch["labels"] = torch.as_tensor(labels, dtype=torch.long)
+        return batch
+
+
+def _log(metrics: dict[str, float], step: int) -> None:
+    if mlflow.active_run() is not None:
+        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainResult:
+    """Fine-tune ``cfg.model_name`` on ``splits.train``; early-stop on ``splits.validation``."""
+    if cfg.num_threads:
+        torch.set_num_threads(cfg.num_threads)
+    seed_everything(cfg.seed)
+    model, tokenizer = load_base_model(cfg.model_name)
+    scoring = ScoringConfig(cfg.max_length, cfg.long_text_strategy, cfg.window_stride, cfg.max_windows)
+    train_ids = tokenizer(splits.train["text"].tolist(), truncation=True, max_length=cfg.max_length)["input_ids"]
+    labels = splits.train["label"].to_numpy()
+    collate = _Collator(tokenizer, cfg.padding, cfg.max_length)
+    rng = random.Random(cfg.seed)
+    steps_per_epoch = math.ceil(len(train_ids) / cfg.batch_size)
+    total_steps = steps_per_epoch * cfg.epochs
+
+    no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
+    groups = [
+        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
+         "weight_decay": cfg.weight_decay},
+        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
+    ]
+    optimizer = torch.optim.AdamW(groups, lr=cfg.learning_rate)
+    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total_steps), total_steps)
+
+    history: list[dict[str, float]] = []
+    best_score, best_state, best_epoch, stale, step = -1.0, None, 0, 0, 0
+    started = time.perf_counter()
+    for epoch in range(1, cfg.epochs + 1):
+        model.train()
+        epoch_start, losses = time.perf_counter(), []
+        batches = length_grouped_batches([len(x) for x in train_ids], cfg.batch_size, rng)
+        if cfg.padding == "max_length":
+            rng.shuffle(batches)
+        bar = tqdm(batches, desc=f"epoch {epoch}/{cfg.epochs}", disable=not progress, mininterval=5, unit="batch")
+        for batch in bar:
+            out = model(**collate([train_ids[i] for i in batch], labels[batch]))
+            out.loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            scheduler.step()
+            optimizer.zero_grad(set_to_none=True)
+            losses.append(out.loss.item())
+            step += 1
+            if step % 20 == 0:
+                recent = float(np.mean(losses[-20:]))
+                _log({"train_loss_step": recent, "learning_rate": scheduler.get_last_lr()[0]}, step)
+            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
+        epoch_seconds = time.perf_counter() - epoch_start
+        val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
+        val = classification_metrics(splits.validation["label"].to_numpy(), val_probs)
+        record = {
+            "epoch": epoch,
+            "train_loss": float(np.mean(losses)),
+            "epoch_seconds": epoch_seconds,
+            "seconds_per_step": epoch_seconds / max(1, len(batches)),
+            **{f"val_{k}": v for k, v in val.items()},
+        }
+        history.append(record)
+        _log({k: v for k, v in record.items() if k != "epoch"}, epoch)
+        print(
+            f"epoch {epoch}: train_loss {record['train_loss']:.4f} val_accuracy {val['accuracy']:.4f} "
+            f"val_roc_auc {val['roc_auc']:.4f} ({epoch_seconds:.0f}s)",
+            flush=True,
+        )
+        score = val[cfg.promotion_metric] + 1e-3 * val["roc_auc"]  # roc_auc breaks ties
+        if score > best_score:
+            best_score, best_epoch, stale = score, epoch, 0
+            best_state = copy.deepcopy(model.state_dict())
+        else:
+            stale += 1
+            if cfg.early_stopping_patience and stale >= cfg.early_stopping_patience:
+                print(f"early stopping: no validation gain for {stale} epoch(s); best epoch {best_epoch}")
+                break
+    model.load_state_dict(best_state)
+    model.eval()
+
+    threshold = 0.5
+    val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
+    if cfg.tune_threshold:
+        threshold = best_threshold(splits.validation["label"].to_numpy(), val_probs, cfg.promotion_metric)
+        fold_threshold(model, threshold)
+    save_scoring_config(model, scoring, threshold=threshold, base_model=cfg.model_name)
+    final_val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
+    val_metrics = classification_metrics(splits.validation["label"].to_numpy(), final_val_probs)
+    return TrainResult(
+        model=model,
+        tokenizer=tokenizer,
+        scoring=scoring,
+        threshold=threshold,
+        best_epoch=best_epoch,
+        history=history,
+        validation_metrics=val_metrics,
+        train_seconds=time.perf_counter() - started,
+        steps=step,
+    )
+
+
+def history_frame(result: TrainResult) -> pd.DataFrame:
+    return pd.DataFrame(result.history).set_index("epoch")

@@ -1,0 +1,141 @@
+"""Shared fixtures: temporary MLflow stores, small datasets, and one model that learned.
+
+``learned_store`` trains a real model once per test session (a few thousand
+Rotten Tomatoes snippets, so it really tells Negative from Positive), registers
+it in a temporary SQLite MLflow store and points ``production`` at it.
+Set ``SENTIMENT_MLOPS_TEST_CACHE=/some/dir`` to keep that store between local
+sessions (CI always trains afresh).
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import shutil
+from dataclasses import dataclass
+from pathlib import Path
+
+import mlflow
+import pandas as pd
+import pytest
+
+from pipelines import registry, tracking
+from pipelines.config import build_config
+from pipelines.data import load_rotten_tomatoes
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+LEARNED_PARAMS = {
+    "max_train_samples": 3000,
+    "epochs": 2,
+    "max_length": 48,
+    "learning_rate": 1e-4,
+    "min_metric": 0.0,
+    "early_stopping_patience": 0,
+}
+POSITIVE_REVIEW = "The movie was amazing: a warm, funny and beautifully acted film I would happily watch again."
+NEGATIVE_REVIEW = (
+    "A dull, lifeless mess. The plot is stupid, the acting is terrible and it is a complete waste of time."
+)
+
+
+@dataclass(frozen=True)
+class Store:
+    """A temporary MLflow store with a registered, promoted model."""
+
+    root: Path
+    tracking_uri: str
+    model_name: str = "sentiment"
+    version: str = "1"
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}@production"
+
+
+def sqlite_uri(folder: Path) -> str:
+    return f"sqlite:///{folder / 'mlflow.db'}"
+
+
+@pytest.fixture
+def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
+    """An empty SQLite store in a temp dir, set as the tracking URI for the test."""
+    uri = sqlite_uri(tmp_path)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv(tracking.STATE_DIR_ENV, str(tmp_path))
+    mlflow.set_tracking_uri(uri)
+    yield uri
+    mlflow.end_run()
+
+
+@pytest.fixture(scope="session")
+def rt_frame() -> pd.DataFrame:
+    from pipelines.data import clean
+
+    return clean(load_rotten_tomatoes())
+
+
+@pytest.fixture(scope="session")
+def tiny_csv(tmp_path_factory: pytest.TempPathFactory, rt_frame: pd.DataFrame) -> Path:
+    """300 real snippets as a CSV with text/label columns."""
+    path = tmp_path_factory.mktemp("data") / "tiny.csv"
+    rt_frame.sample(300, random_state=0).to_csv(path, index=False)
+    return path
+
+
+def _train_learned_store(root: Path) -> Store:
+    from pipelines import model_logging, promotion, training
+    from pipelines.data import load_splits
+    from pipelines.evaluation import evaluate_scorer
+
+    uri = sqlite_uri(root)
+    cfg = build_config({**LEARNED_PARAMS, "tracking_uri": uri})
+    tracking.setup(uri, cfg.experiment_name)
+    splits = load_splits(cfg)
+    with mlflow.start_run(run_name="learned-fixture") as run:
+        result = training.train(cfg, splits, progress=False)
+        mv = model_logging.log_and_register(result, cfg, splits)
+        metrics = evaluate_scorer(result.scorer(), splits.test).metrics
+        registry.record_evaluation(cfg.registered_model_name, mv.version, metrics, splits.digest, run.info.run_id)
+        candidate, champion, scores, _ = promotion.gather(cfg.model_copy(update={"model_version": mv.version}))
+        decision = promotion.decide_and_apply(cfg, candidate, champion, scores, run.info.run_id)
+        assert decision.promote, decision.reasons
+    (root / "READY").write_text(mv.version)
+    return Store(root, uri, cfg.registered_model_name, mv.version)
+
+
+@pytest.fixture(scope="session")
+def learned_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
+    """A store whose ``sentiment@production`` is a model that learned (~0.8 accuracy)."""
+    previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
+    cache = os.environ.get("SENTIMENT_MLOPS_TEST_CACHE")
+    root = Path(cache) / "learned-store" if cache else tmp_path_factory.mktemp("learned-store")
+    root.mkdir(parents=True, exist_ok=True)
+    with open(root / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)  # parallel sessions share one cached training
+        if (root / "READY").exists():
+            store = Store(root, sqlite_uri(root), "sentiment", (root / "READY").read_text().strip())
+        else:
+            store = _train_learned_store(root)
+    if previous:
+        mlflow.set_tracking_uri(previous)
+    return store
+
+
+@pytest.fixture
+def learned_copy(learned_store: Store, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Store:
+    """A private copy of the learned store's database, for tests that move aliases or add versions.
+
+    Artifacts stay where they are (read-only for the copy's existing versions).
+    """
+    folder = tmp_path / "store"
+    folder.mkdir()
+    shutil.copy(learned_store.root / "mlflow.db", folder / "mlflow.db")
+    uri = sqlite_uri(folder)
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv(tracking.STATE_DIR_ENV, str(folder))
+    mlflow.set_tracking_uri(uri)
+    yield Store(folder, uri, learned_store.model_name, learned_store.version)
+    mlflow.end_run()
