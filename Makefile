@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 # extra arguments, e.g. make pipeline ARGS="-p epochs 2"
 ARGS   ?=
 
-.PHONY: help install pipeline test test-fast lab mlflow-ui lint format strip-notebooks clean
+.PHONY: help install pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift bench bench-quick lint format strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -32,12 +32,42 @@ test: $(STAMP)  ## the whole test suite (unit + end-to-end)
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest -m "not e2e and not browser and not docker" $(ARGS)
 
-lab: $(STAMP)  ## JupyterLab on the notebooks with the project's kernel
-	$(BIN)/jupyter lab --notebook-dir=notebooks $(ARGS)
+lab: $(STAMP)  ## JupyterLab on the notebooks with the project's kernel (python3 = the venv's ipykernel)
+	$(BIN)/jupyter lab --notebook-dir=notebooks $(if $(filter 0,$(shell id -u)),--allow-root) $(ARGS)
+
+serve: $(STAMP)  ## the sentiment API on PORT (default 8000) against the project's store; see docs/serving.md
+	PORT=$(PORT) $(BIN)/python -m app $(ARGS)
+
+monitor: $(STAMP)  ## drift check of production traffic; JSON verdict, exit 0 ok / 3 drift / 4 too little data
+	$(BIN)/python -m pipelines monitor $(ARGS)
+
+retrain-if-drift: $(STAMP)  ## monitor; on drift run train → evaluate → promote (see docs/monitoring.md)
+	$(BIN)/python -m pipelines retrain-if-drift $(ARGS)
+
+.PHONY: image base-image docker-test hadolint
+IMAGE ?= sentiment-mlops:1.0
+
+image: $(STAMP)  ## Docker image IMAGE with models:/sentiment@production baked in; see docs/docker.md
+	IMAGE=$(IMAGE) PYTHON=$(BIN)/python bash docker/build-image.sh
+
+base-image:  ## local stand-in for python:3.11-slim (debootstrap; for machines that reach no image registry)
+	bash docker/python-base-image.sh
+
+docker-test: $(STAMP)  ## build the image, run it, POST /predict (prints SKIPPED where no Docker engine can start)
+	IMAGE=$(IMAGE) PYTHON=$(CURDIR)/$(BIN)/python bash .ci/docker-test.sh
+
+hadolint: $(STAMP)  ## lint the Dockerfile
+	$(BIN)/hadolint Dockerfile
 
 mlflow-ui: $(STAMP)  ## MLflow UI on the project's tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
+
+bench: $(STAMP)  ## benchmarks → bench/results/*.json + BENCHMARKS.md (≤ 20 min; BENCH_TRACKING_URI=… to choose the store)
+	$(BIN)/python -m bench $(ARGS)
+
+bench-quick: $(STAMP)  ## the same benchmarks, shortened (a few minutes)
+	BENCH_QUICK=1 $(BIN)/python -m bench $(ARGS)
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .
@@ -46,8 +76,18 @@ format: $(STAMP)  ## ruff format + fixes
 	$(BIN)/ruff check --fix .
 	$(BIN)/ruff format .
 
-strip-notebooks: $(STAMP)  ## remove outputs and execution counts from notebooks/
-	$(BIN)/nbstripout --drop-empty-cells=false notebooks/*.ipynb
+# keeps cell ids and tags (the `parameters` tag!); drops what Papermill and JupyterLab add on a run or save
+NOTEBOOKS ?= notebooks/*.ipynb
+NBSTRIPOUT_ARGS := --keep-id --extra-keys "metadata.papermill cell.metadata.papermill \
+	metadata.language_info.version metadata.language_info.codemirror_mode metadata.language_info.file_extension \
+	metadata.language_info.mimetype metadata.language_info.nbconvert_exporter metadata.language_info.pygments_lexer"
+
+strip-notebooks: $(STAMP)  ## remove outputs, execution counts and run metadata from notebooks/ (tests check it)
+	$(BIN)/nbstripout $(NBSTRIPOUT_ARGS) $(NOTEBOOKS)
+
+.PHONY: screenshots
+screenshots: $(STAMP)  ## regenerate screenshots/*.png (throw-away store; MLflow UI, Swagger UI, JupyterLab; chromium)
+	$(BIN)/python tools/screenshots.py $(ARGS)
 
 clean:  ## remove outputs of runs (keeps .venv and the MLflow store)
 	rm -rf output .pytest_cache .ruff_cache

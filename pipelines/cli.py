@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import sys
 from collections.abc import Sequence
+from pathlib import Path
 
 from pipelines import registry, tracking
 from pipelines.config import ConfigError, build_config, defaults
@@ -32,7 +34,8 @@ def cmd_run(args: argparse.Namespace) -> int:
     if unknown:
         raise ConfigError(f"--steps: unknown step(s) {unknown}; choose from {', '.join(TRAINING_STEPS)}")
     try:
-        result = run_pipeline(cfg, steps, output_dir=args.output_dir)
+        kwargs = {"notebooks_dir": Path(args.notebooks_dir).resolve()} if args.notebooks_dir else {}
+        result = run_pipeline(cfg, steps, output_dir=args.output_dir, **kwargs)
     except StepFailed as err:
         print(f"error: {err}", file=sys.stderr)
         print("The alias was not moved; later steps did not run.", file=sys.stderr)
@@ -57,6 +60,66 @@ def cmd_history(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_export(args: argparse.Namespace) -> int:
+    from pipelines.export import export_model
+
+    cfg = build_config(_param_pairs(args.parameter), args.config)
+    tracking.setup(cfg.tracking_uri)
+    uri = args.model_uri or f"models:/{cfg.registered_model_name}@{cfg.alias}"
+    try:
+        identity = export_model(uri, args.output, overwrite=args.overwrite)
+    except FileExistsError as err:
+        raise ConfigError(f"--output: {err}") from None
+    print(f"exported {identity.name} v{identity.version} ({uri}) to {args.output}")
+    return 0
+
+
+def _print_json(data: dict) -> None:
+    print(json.dumps(data, indent=2, default=str), flush=True)
+
+
+def cmd_monitor(args: argparse.Namespace) -> int:
+    """Drift check of the production window; stdout is the verdict JSON only (progress goes to stderr)."""
+    from pipelines import monitoring
+    from pipelines.runner import StepFailed
+
+    cfg = build_config(_param_pairs(args.parameter), args.config)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            verdict = monitoring.run_monitor(cfg, args.output_dir)
+    except StepFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    _print_json(verdict)
+    return monitoring.exit_code(verdict)
+
+
+def cmd_retrain_if_drift(args: argparse.Namespace) -> int:
+    """Monitor; on drift run train → evaluate → promote; stdout is the summary JSON."""
+    from pipelines import monitoring
+    from pipelines.runner import StepFailed
+
+    cfg = build_config(_param_pairs(args.parameter), args.config)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            summary, code = monitoring.retrain_if_drift(cfg, args.output_dir)
+    except StepFailed as err:
+        print(f"error: {err}", file=sys.stderr)
+        return 1
+    _print_json(summary)
+    return code
+
+
+def cmd_profile(args: argparse.Namespace) -> int:
+    from pipelines import profile
+
+    cfg = build_config(_param_pairs(args.parameter), args.config)
+    tracking.setup(cfg.tracking_uri)
+    mv, uri = profile.backfill(cfg)
+    print(f"reference profile of {mv.name} v{mv.version}: {uri}")
+    return 0
+
+
 def cmd_params(_: argparse.Namespace) -> int:
     print(json.dumps(defaults(), indent=2))
     return 0
@@ -70,6 +133,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(run)
     run.add_argument("--steps", help="comma-separated subset, e.g. train,evaluate")
     run.add_argument("--output-dir", help="where executed notebooks go (default output/<time>-<run>)")
+    run.add_argument("--notebooks-dir", help="folder of the step notebooks (default: the project's notebooks/)")
     run.set_defaults(func=cmd_run)
 
     rollback = sub.add_parser("rollback", help="move the production alias back to the previous version")
@@ -80,6 +144,35 @@ def build_parser() -> argparse.ArgumentParser:
     history = sub.add_parser("history", help="versions with their evaluation, promotion and rollback tags")
     _add_config_args(history)
     history.set_defaults(func=cmd_history)
+
+    export = sub.add_parser("export", help="download the production model into a folder the server can load")
+    _add_config_args(export)
+    export.add_argument("--output", "-o", required=True, help="destination folder (MODEL_URI for the server)")
+    export.add_argument("--model-uri", help="default: models:/<registered_model_name>@<alias>")
+    export.add_argument("--overwrite", action="store_true", help="replace a non-empty --output folder")
+    export.set_defaults(func=cmd_export)
+
+    monitor = sub.add_parser(
+        "monitor", help="drift check of production traffic; prints the verdict JSON",
+        description="Exit status: 0 no drift, 3 drift, 4 insufficient data, 1 the monitor step failed, "
+                    "2 bad parameters. See docs/monitoring.md.",
+    )
+    _add_config_args(monitor)
+    monitor.add_argument("--output-dir", help="where the executed notebook and report go")
+    monitor.set_defaults(func=cmd_monitor)
+
+    retrain = sub.add_parser(
+        "retrain-if-drift", help="monitor, and on drift run train → evaluate → promote (the gate decides)",
+        description="Exit status: 0 no drift, or retrained and promoted; 3 retrained but the gate kept "
+                    "production; 4 insufficient data; 1 a step failed; 2 bad parameters. See docs/monitoring.md.",
+    )
+    _add_config_args(retrain)
+    retrain.add_argument("--output-dir", help="where executed notebooks and the report go")
+    retrain.set_defaults(func=cmd_retrain_if_drift)
+
+    prof = sub.add_parser("profile", help="compute and log the reference profile of a version that lacks one")
+    _add_config_args(prof)
+    prof.set_defaults(func=cmd_profile)
 
     params = sub.add_parser("params", help="print every parameter with its default")
     params.set_defaults(func=cmd_params)

@@ -8,6 +8,7 @@ literal defaults equal to the ones below.
 
 from __future__ import annotations
 
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -47,13 +48,14 @@ class PipelineConfig(BaseModel):
     # model and training
     model_name: str = Field(EMBEDDED_MODEL, min_length=1)
     epochs: int = Field(4, ge=1, le=100)
-    learning_rate: float = Field(1e-4, ge=0, lt=1)
+    learning_rate: float = Field(5e-5, ge=0, lt=1)
     batch_size: int = Field(32, ge=1, le=4096)
     max_length: int = Field(64, ge=8, le=512)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0, lt=1)
-    early_stopping_patience: int = Field(1, ge=0)
+    early_stopping_patience: int = Field(2, ge=0)
     tune_threshold: bool = True
+    average_checkpoints: bool = Field(True, description="try the mean of the epoch weights; keep it if val is better")
     padding: str = Field("dynamic", pattern="^(dynamic|max_length)$")
     seed: int = 42
     num_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
@@ -68,6 +70,29 @@ class PipelineConfig(BaseModel):
     promotion_metric: str = "accuracy"
     min_delta: float = Field(0.002, ge=0, le=1)
     min_metric: float = Field(0.70, ge=0, le=1, description="absolute floor for the promotion metric")
+
+    # monitoring (drift of production traffic in the inference log; see docs/monitoring.md)
+    reference_profile: str = Field(
+        "", description="reference profile JSON (path or MLflow URI); '' = the one logged with the version's run"
+    )
+    window_hours: float = Field(24.0, gt=0, description="monitor the last N hours before until")
+    since: str = Field("", description="window start (ISO-8601, UTC if no offset); '' = until - window_hours")
+    until: str = Field("", description="window end (ISO-8601, UTC if no offset); '' = now")
+    min_samples: int = Field(200, ge=1, description="fewer predictions in the window: verdict insufficient_data")
+    drift_alpha: float = Field(0.01, gt=0, lt=1, description="significance level of a check (Bonferroni-split)")
+    psi_threshold: float = Field(0.2, gt=0, description="population stability index that counts as a shift")
+    unk_ratio_delta: float = Field(0.02, gt=0, lt=1, description="rise of the mean unknown-token ratio that counts")
+    domain_auc_threshold: float = Field(0.7, gt=0.5, le=1, description="domain-classifier ROC-AUC that counts")
+
+    @field_validator("since", "until")
+    @classmethod
+    def _iso_time(cls, value: str) -> str:
+        if value:
+            try:
+                datetime.fromisoformat(value)
+            except ValueError:
+                raise ValueError("must be an ISO-8601 time such as 2025-01-31T12:00:00+00:00") from None
+        return value
 
     @field_validator("promotion_metric")
     @classmethod

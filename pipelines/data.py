@@ -11,7 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
-from sklearn.model_selection import train_test_split
 
 from pipelines.config import EMBEDDED_DATASET, ConfigError, PipelineConfig
 from pipelines.embedded import rotten_tomatoes_csv
@@ -164,6 +163,8 @@ def load_dataset(dataset: str, text_column: str = "text", label_column: str = "l
 
 def split(df: pd.DataFrame, val_size: float = 0.1, test_size: float = 0.1, seed: int = 42) -> tuple[pd.DataFrame, ...]:
     """Deterministic stratified train/validation/test split."""
+    from sklearn.model_selection import train_test_split  # lazy: the serving image has no scikit-learn
+
     per_class = df["label"].value_counts().min()
     if per_class < 3:
         raise ConfigError(f"parameter dataset: needs at least 3 texts of each label to split, has {per_class}")
@@ -179,8 +180,19 @@ def subsample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
     """Stratified sample of ``n`` rows (all rows when n is 0 or larger than the frame)."""
     if n <= 0 or n >= len(df):
         return df
+    from sklearn.model_selection import train_test_split  # lazy: the serving image has no scikit-learn
+
     sample, _ = train_test_split(df, train_size=n, stratify=df["label"], random_state=seed)
     return sample.reset_index(drop=True)
+
+
+def source_uri(dataset: str) -> str:
+    """Where the data comes from, as MLflow dataset sources understand it (file path or URL)."""
+    if dataset == EMBEDDED_DATASET:
+        return str(rotten_tomatoes_csv())
+    if looks_like_path(dataset):
+        return str(Path(dataset).expanduser().resolve())
+    return f"https://huggingface.co/datasets/{dataset}"
 
 
 def load_splits(cfg: PipelineConfig) -> Splits:

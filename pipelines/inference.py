@@ -88,12 +88,11 @@ class Scorer:
             return [ids[i] for i in keep], owner[keep]
         if s.long_text_strategy == "head_tail":
             enc = self.tokenizer(list(texts), add_special_tokens=False, truncation=False)
-            budget = s.max_length - self.tokenizer.num_special_tokens_to_add()
+            prefix, suffix = special_affixes(self.tokenizer)
+            budget = s.max_length - len(prefix) - len(suffix)
             head = budget // 4
             ids = [
-                self.tokenizer.build_inputs_with_special_tokens(
-                    t if len(t) <= budget else t[:head] + t[len(t) - (budget - head):]
-                )
+                prefix + (t if len(t) <= budget else t[:head] + t[len(t) - (budget - head):]) + suffix
                 for t in enc["input_ids"]
             ]
             return ids, np.arange(len(texts))
@@ -132,6 +131,20 @@ def label_and_confidence(p_positive: float) -> dict[str, Any]:
     label = int(p_positive >= 0.5)
     confidence = p_positive if label else 1.0 - p_positive
     return {"sentiment": LABEL_NAMES[label], "confidence": round(float(confidence), 6)}
+
+
+def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:
+    """The special token ids a tokenizer puts before and after one sequence (``[CLS]`` / ``[SEP]`` for BERT).
+
+    Found by encoding a probe with and without special tokens: transformers 5's fast
+    tokenizers no longer have ``build_inputs_with_special_tokens``.
+    """
+    full = tokenizer("a", add_special_tokens=True)["input_ids"]
+    core = tokenizer("a", add_special_tokens=False)["input_ids"]
+    for i in range(len(full) - len(core) + 1):
+        if full[i : i + len(core)] == core:
+            return full[:i], full[i + len(core):]
+    raise ValueError("cannot locate the text between the tokenizer's special tokens")
 
 
 def _spread(owner: np.ndarray, max_windows: int) -> np.ndarray:

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import numpy as np
-from sklearn import metrics as skm
 
 METRIC_NAMES = ("accuracy", "precision", "recall", "f1", "roc_auc")
 
@@ -13,6 +12,8 @@ def classification_metrics(y_true: np.ndarray, p_positive: np.ndarray, threshold
 
     ROC-AUC is 0.5 when only one class is present (it is undefined there).
     """
+    from sklearn import metrics as skm  # lazy: the serving image (registry → metrics) has no scikit-learn
+
     y_true = np.asarray(y_true).astype(int)
     p_positive = np.asarray(p_positive, dtype=float)
     y_pred = (p_positive >= threshold).astype(int)

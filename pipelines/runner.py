@@ -30,6 +30,8 @@ from pipelines.steps import RUNNER_PARAMETERS
 
 NOTEBOOKS_DIR = tracking.PROJECT_ROOT / "notebooks"
 TRAINING_STEPS = ("eda", "train", "evaluate", "promote")
+RETRAIN_STEPS = ("train", "evaluate", "promote")
+MONITOR_STEPS = ("monitor",)
 
 
 class StepFailed(RuntimeError):
@@ -55,6 +57,10 @@ def validate(cfg: PipelineConfig, steps: Sequence[str]) -> None:
         looks_like_path(cfg.dataset) or cfg.dataset.startswith("embedded:")
     ):
         load_dataset(cfg.dataset, cfg.text_column, cfg.label_column)
+    if "monitor" in steps:
+        from pipelines.monitoring import validate as validate_monitor
+
+        validate_monitor(cfg)
 
 
 def render_html(notebook: Path) -> Path:
@@ -125,8 +131,9 @@ def run_pipeline(
     output_dir: Path | None = None,
     notebooks_dir: Path = NOTEBOOKS_DIR,
     progress: bool = True,
+    tags: dict[str, str] | None = None,
 ) -> PipelineResult:
-    """Validate, then run ``steps`` in order under one parent run.
+    """Validate, then run ``steps`` in order under one parent run (with extra ``tags``).
 
     A failing step marks its run and the parent FAILED and stops the pipeline
     (later steps never run, so the alias cannot move) by raising StepFailed.
@@ -139,7 +146,7 @@ def run_pipeline(
     parent = client.create_run(
         experiment.experiment_id,
         tags={MLFLOW_RUN_NAME: f"pipeline-{stamp}", "step": "pipeline", "steps": ",".join(steps),
-              "git_commit": tracking.git_commit()},
+              "git_commit": tracking.git_commit(), **(tags or {})},
     )
     parent_id = parent.info.run_id
     out = Path(output_dir or tracking.state_dir() / "output" / f"{stamp}-{parent_id[:8]}").resolve()
@@ -161,7 +168,7 @@ def run_pipeline(
     summary.write_text(json.dumps({"parent_run_id": parent_id, "steps": result.steps}, indent=2, default=str))
     client.log_artifact(parent_id, str(summary))
     for step_result in result.steps.values():
-        for key in ("model_version", "promoted", "decision"):
+        for key in ("model_version", "promoted", "decision", "verdict"):
             if key in step_result:
                 client.set_tag(parent_id, key, str(step_result[key]))
     client.set_terminated(parent_id, "FINISHED")

@@ -33,6 +33,7 @@ def config_from_parameters(namespace: dict[str, Any]) -> PipelineConfig:
 
 def start(step: str, cfg: PipelineConfig, mlflow_run_id: str = "") -> mlflow.ActiveRun:
     """Open the step's MLflow run: the runner's nested run, or a new one."""
+    _quiet_libraries()
     tracking.setup(cfg.tracking_uri, cfg.experiment_name)
     if mlflow.active_run() is not None:
         mlflow.end_run()
@@ -43,6 +44,14 @@ def start(step: str, cfg: PipelineConfig, mlflow_run_id: str = "") -> mlflow.Act
     os.environ["MLFLOW_RUN_ID"] = run.info.run_id
     print(f"MLflow run {run.info.run_id} ({step}) in {mlflow.get_tracking_uri()}")
     return run
+
+
+def _quiet_libraries() -> None:
+    """Keep executed notebooks readable: no weight-loading bars or load reports."""
+    import transformers
+
+    transformers.logging.set_verbosity_error()
+    transformers.logging.disable_progress_bar()
 
 
 def finish(result_path: str = "", standalone: bool = True, **result: Any) -> dict[str, Any]:

@@ -124,6 +124,7 @@ def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainRe
 
     history: list[dict[str, float]] = []
     best_score, best_state, best_epoch, stale, step = -1.0, None, 0, 0, 0
+    weight_sum, averaged_epochs = None, 0
     started = time.perf_counter()
     for epoch in range(1, cfg.epochs + 1):
         model.train()
@@ -162,7 +163,10 @@ def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainRe
             f"val_roc_auc {val['roc_auc']:.4f} ({epoch_seconds:.0f}s)",
             flush=True,
         )
-        score = val[cfg.promotion_metric] + 1e-3 * val["roc_auc"]  # roc_auc breaks ties
+        if cfg.average_checkpoints and epoch >= 2:
+            weight_sum = _accumulate(weight_sum, model.state_dict())
+            averaged_epochs += 1
+        score = _score(val, cfg.promotion_metric)
         if score > best_score:
             best_score, best_epoch, stale = score, epoch, 0
             best_state = copy.deepcopy(model.state_dict())
@@ -173,6 +177,10 @@ def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainRe
                 break
     model.load_state_dict(best_state)
     model.eval()
+    if averaged_epochs >= 2 and _average_wins(
+        model, tokenizer, scoring, splits, weight_sum, averaged_epochs, best_score, cfg
+    ):
+        best_epoch = 0  # stands for the weight average
 
     threshold = 0.5
     val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
@@ -193,6 +201,36 @@ def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainRe
         train_seconds=time.perf_counter() - started,
         steps=step,
     )
+
+
+def _score(val: dict[str, float], metric: str) -> float:
+    return val[metric] + 1e-3 * val["roc_auc"]  # roc_auc breaks ties
+
+
+def _accumulate(total: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    if total is None:
+        return {k: v.detach().clone().float() if v.is_floating_point() else v.clone() for k, v in state.items()}
+    for k, v in state.items():
+        if v.is_floating_point():
+            total[k] += v.detach().float()
+    return total
+
+
+def _average_wins(model, tokenizer, scoring, splits, weight_sum, n, best_score, cfg) -> bool:
+    """Swap in the mean of the epoch-end weights (epochs ≥ 2) if it beats the best epoch on validation."""
+    best_state = copy.deepcopy(model.state_dict())
+    averaged = {k: (v / n).to(best_state[k].dtype) if v.is_floating_point() else v for k, v in weight_sum.items()}
+    model.load_state_dict(averaged)
+    probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
+    val = classification_metrics(splits.validation["label"].to_numpy(), probs)
+    _log({f"val_averaged_{k}": v for k, v in val.items()}, 0)
+    if _score(val, cfg.promotion_metric) > best_score:
+        metric = cfg.promotion_metric
+        print(f"weight average of {n} epochs wins on validation: {metric} {val[metric]:.4f}")
+        return True
+    print(f"weight average of {n} epochs does not beat the best epoch on validation; keeping the best epoch")
+    model.load_state_dict(best_state)
+    return False
 
 
 def history_frame(result: TrainResult) -> pd.DataFrame:

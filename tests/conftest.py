@@ -59,13 +59,20 @@ def sqlite_uri(folder: Path) -> str:
     return f"sqlite:///{folder / 'mlflow.db'}"
 
 
+def _point_mlflow_at(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
+    """Tracking and registry of this process (and of subprocesses, through the environment)."""
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+
+
 @pytest.fixture
 def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
     """An empty SQLite store in a temp dir, set as the tracking URI for the test."""
     uri = sqlite_uri(tmp_path)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv(tracking.STATE_DIR_ENV, str(tmp_path))
-    mlflow.set_tracking_uri(uri)
+    _point_mlflow_at(uri, monkeypatch)
     yield uri
     mlflow.end_run()
 
@@ -102,8 +109,8 @@ def _train_learned_store(root: Path) -> Store:
         candidate, champion, scores, _ = promotion.gather(cfg.model_copy(update={"model_version": mv.version}))
         decision = promotion.decide_and_apply(cfg, candidate, champion, scores, run.info.run_id)
         assert decision.promote, decision.reasons
-    (root / "READY").write_text(mv.version)
-    return Store(root, uri, cfg.registered_model_name, mv.version)
+    (root / "READY").write_text(str(mv.version))  # MLflow 3 gives the version as an int
+    return Store(root, uri, cfg.registered_model_name, str(mv.version))
 
 
 @pytest.fixture(scope="session")
@@ -134,8 +141,7 @@ def learned_copy(learned_store: Store, tmp_path: Path, monkeypatch: pytest.Monke
     folder.mkdir()
     shutil.copy(learned_store.root / "mlflow.db", folder / "mlflow.db")
     uri = sqlite_uri(folder)
-    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
     monkeypatch.setenv(tracking.STATE_DIR_ENV, str(folder))
-    mlflow.set_tracking_uri(uri)
+    _point_mlflow_at(uri, monkeypatch)
     yield Store(folder, uri, learned_store.model_name, learned_store.version)
     mlflow.end_run()

@@ -60,3 +60,9 @@ def test_notebook_parameters_match_config_defaults(notebook):
             continue
         assert name in fields, f"{notebook.name}: parameter {name} is not in pipelines.config"
         assert eval(spec["default"]) == d[name], f"{notebook.name}: {name} default differs from pipelines.config"
+
+
+@pytest.mark.parametrize("config_file", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")),
+                         ids=lambda p: p.name)
+def test_shipped_config_files_are_valid(config_file):
+    assert build_config({}, config_file)

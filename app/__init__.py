@@ -1,0 +1,1 @@
+"""The serving app (FastAPI): ``uvicorn app.main:app``."""

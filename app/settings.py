@@ -1,0 +1,80 @@
+"""The serving app's settings: one object, read from environment variables.
+
+Names match :mod:`pipelines.config` where they overlap (``INFERENCE_DB``,
+``LONG_TEXT_STRATEGY``, ``WINDOW_STRIDE``, ``MAX_WINDOWS``, ``MAX_LENGTH``); the
+tracking store is ``MLFLOW_TRACKING_URI`` as everywhere in MLflow.
+"""
+
+from __future__ import annotations
+
+import os
+from typing import Any
+
+from pydantic import AliasChoices, Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from pipelines import inference_log, tracking
+from pipelines.backends import BACKENDS
+
+
+def _default_threads() -> int:
+    return max(1, min(2, os.cpu_count() or 1))
+
+
+class Settings(BaseSettings):
+    """Every knob of the server (environment variable = field name upper-cased)."""
+
+    model_config = SettingsConfigDict(env_prefix="", case_sensitive=False, extra="ignore")
+
+    model_uri: str = Field(
+        "models:/sentiment@production",
+        description="models:/NAME@ALIAS, models:/NAME/VERSION, runs:/… or a local exported MLflow model folder",
+    )
+    tracking_uri: str = Field(
+        default_factory=tracking.resolve_tracking_uri,
+        validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "TRACKING_URI"),
+        description="MLflow tracking/registry store; default: the project's SQLite store",
+    )
+    backend: str = Field("torch", description="model runtime, see pipelines.backends.BACKENDS")
+    host: str = Field("127.0.0.1", description="bind address of `python -m app` (0.0.0.0 in a container)")
+    port: int = Field(8000, ge=1, le=65535)
+    torch_threads: int = Field(default_factory=_default_threads, ge=1, description="cap on torch threads")
+    reload_interval_s: float = Field(30.0, ge=0, description="alias polling period; 0 = off")
+    admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = disabled")
+    max_text_chars: int = Field(20_000, ge=1)
+    max_batch: int = Field(64, ge=1)
+    micro_batch_ms: float = Field(
+        0.0, ge=0, le=1000, description="score concurrent requests together, waiting up to N ms for more; 0 = off"
+    )
+    max_body_bytes: int = Field(1_048_576, ge=1)
+    inference_db: str = Field("", description="inference log + feedback SQLite file; '' = the default")
+    inference_log: bool = True
+    log_raw_text: bool = False
+    log_queue_size: int = Field(10_000, ge=1, description="rows buffered for the log writer before dropping")
+    # long-text scoring: None = what the model was saved with
+    long_text_strategy: str | None = Field(None, pattern="^(truncate|head_tail|sliding_window)$")
+    window_stride: int | None = Field(None, ge=0)
+    max_windows: int | None = Field(None, ge=1)
+    max_length: int | None = Field(None, ge=8, le=512)
+
+    @field_validator("backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        if value not in BACKENDS:
+            raise ValueError(f"unknown backend {value!r}; available: {', '.join(sorted(BACKENDS))}")
+        return value
+
+    @field_validator("admin_token", mode="before")
+    @classmethod
+    def _blank_is_unset(cls, value: Any) -> Any:
+        return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def inference_db_path(self) -> str:
+        return str(inference_log.resolve_path(self.inference_db or None))
+
+    def scoring_overrides(self) -> dict[str, Any]:
+        return {
+            "long_text_strategy": self.long_text_strategy, "window_stride": self.window_stride,
+            "max_windows": self.max_windows, "max_length": self.max_length,
+        }

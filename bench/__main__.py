@@ -1,0 +1,45 @@
+"""``python -m bench [NAME ...]``: run the benchmarks (default: all) and refresh BENCHMARKS.md.
+
+Each benchmark runs in its own process against one model store (resolved once here, see
+:mod:`bench.common`).  ``BENCH_QUICK=1`` shortens every run.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+
+from bench import common, report
+
+ORDER = ("quality", "serving", "training", "overhead")
+
+
+def main(argv: list[str]) -> int:
+    names = argv or list(ORDER)
+    unknown = [n for n in names if n not in ORDER]
+    if unknown:
+        print(f"unknown benchmark(s) {unknown}; choose from {', '.join(ORDER)}", file=sys.stderr)
+        return 2
+    started = time.perf_counter()
+    uri = common.tracking_uri()
+    print(f"benchmarks {', '.join(names)} on {common.MODEL_URI} in {uri} (quick: {common.QUICK}), "
+          f"load average {common.loadavg()}", flush=True)
+    env = {**os.environ, **common.CHILD_ENV, "BENCH_TRACKING_URI": uri}
+    failed = []
+    for name in names:
+        t0 = time.perf_counter()
+        print(f"\n=== {name} ===", flush=True)
+        code = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=common.ROOT, env=env).returncode
+        print(f"=== {name}: {'ok' if code == 0 else f'FAILED ({code})'} in {time.perf_counter() - t0:.0f}s ===",
+              flush=True)
+        if code:
+            failed.append(name)
+    report.main()
+    print(f"\nall done in {time.perf_counter() - started:.0f}s" + (f"; failed: {failed}" if failed else ""))
+    return 1 if failed else 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main(sys.argv[1:]))

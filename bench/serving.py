@@ -1,0 +1,258 @@
+"""Serving: our app (each backend, with and without micro-batching) vs ``mlflow models serve``.
+
+All servers run at once on loopback with the same registered model and one worker
+each; the same aiohttp client drives them in turn (round-robin, order alternating per
+round) with 1 and 8 concurrent clients sending one sentence or one full review per
+request.  The in-process floor (bare forwards of the same inputs) is measured in the
+same run, half before and half after the load tests.
+
+    python -m bench.serving        # BENCH_QUICK=1: one short round
+    BENCH_SERVERS=mlflow,app-torch python -m bench.serving
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bench import common, inprocess
+
+CONCURRENCY = (1, 8)
+APP_VARIANTS: dict[str, dict[str, str]] = {
+    "app-torch": {"BACKEND": "torch"},
+    "app-onnx": {"BACKEND": "onnx"},
+    "app-onnx-int8": {"BACKEND": "onnx-int8"},
+    "app-torch+mb": {"BACKEND": "torch", "MICRO_BATCH_MS": "3"},
+    "app-onnx-int8+mb": {"BACKEND": "onnx-int8", "MICRO_BATCH_MS": "3"},
+}
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A server process on a free loopback port."""
+
+    name: str
+    argv: list[str]
+    env: dict[str, str]
+    ready_path: str
+    log_dir: Path
+    port: int = field(default_factory=free_port)
+    proc: subprocess.Popen | None = None
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+    @property
+    def is_mlflow(self) -> bool:
+        return self.name == "mlflow"
+
+    def start(self) -> None:
+        env = {**os.environ, **common.CHILD_ENV, **self.env}
+        env.pop("MLFLOW_RUN_ID", None)
+        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
+        log = open(self.log_dir / f"{self.name}.log", "w")  # noqa: SIM115 - the child keeps it open
+        self.proc = subprocess.Popen(argv, cwd=common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+
+    def log_tail(self, n: int = 30) -> str:
+        lines = (self.log_dir / f"{self.name}.log").read_text(errors="replace").splitlines()
+        return "\n".join(lines[-n:])
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(20)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(10)
+
+    def request(self, text: str) -> tuple[str, dict[str, Any]]:
+        if self.is_mlflow:
+            return "/invocations", {"inputs": [text]}
+        return "/predict", {"text": text}
+
+
+def make_servers(names: list[str], uri: str, log_dir: Path) -> list[Server]:
+    servers = []
+    for name in names:
+        if name == "mlflow":
+            argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", common.MODEL_URI, "--env-manager",
+                    "local", "-h", "127.0.0.1", "-p", "{port}", "-w", "1"]
+            servers.append(Server(name, argv, {"MLFLOW_TRACKING_URI": uri}, "/ping", log_dir))
+            continue
+        env = {"MODEL_URI": common.MODEL_URI, "MLFLOW_TRACKING_URI": uri, "RELOAD_INTERVAL_S": "0",
+               "INFERENCE_DB": str(log_dir / f"{name}-inference.db"), **APP_VARIANTS[name]}
+        argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "{port}",
+                "--log-level", "warning", "--no-access-log"]
+        servers.append(Server(name, argv, env, "/ready", log_dir))
+    return servers
+
+
+async def wait_ready(servers: list[Server], timeout: float = 600) -> None:
+    deadline = time.monotonic() + timeout
+    pending = list(servers)
+    async with aiohttp.ClientSession() as session:
+        while pending:
+            for server in list(pending):
+                if server.proc and server.proc.poll() is not None:
+                    raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}")
+                try:
+                    async with session.get(server.url + server.ready_path, timeout=aiohttp.ClientTimeout(5)) as r:
+                        if r.status == 200:
+                            pending.remove(server)
+                            print(f"  {server.name} ready on :{server.port}", flush=True)
+                except (aiohttp.ClientError, TimeoutError):
+                    pass
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"not ready after {timeout}s: {[s.name for s in pending]}")
+            await asyncio.sleep(0.5)
+
+
+async def load(server: Server, text: str, concurrency: int, seconds: float) -> dict[str, Any]:
+    """``concurrency`` closed-loop clients for ``seconds``: latencies of successful requests, errors."""
+    path, body = server.request(text)
+    latencies: list[float] = []
+    errors = 0
+    connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
+    async with aiohttp.ClientSession(server.url, connector=connector, timeout=aiohttp.ClientTimeout(120)) as session:
+        async def one() -> None:
+            nonlocal errors
+            start = time.perf_counter()
+            try:
+                async with session.post(path, json=body) as response:
+                    await response.read()
+                    ok = response.status == 200
+            except aiohttp.ClientError:
+                ok = False
+            if ok:
+                latencies.append(time.perf_counter() - start)
+            else:
+                errors += 1
+
+        await asyncio.gather(*(one() for _ in range(concurrency)))  # warm-up: connections and first calls
+        latencies.clear()
+        started = time.perf_counter()
+        deadline = started + seconds
+
+        async def client() -> None:
+            while time.perf_counter() < deadline:
+                await one()
+
+        await asyncio.gather(*(client() for _ in range(concurrency)))
+        elapsed = time.perf_counter() - started
+    return {"latencies": latencies, "errors": errors, "seconds": elapsed}
+
+
+async def load_tests(servers: list[Server], texts: dict[str, str], rounds: int, seconds: float) -> dict[str, Any]:
+    raw: dict[tuple[str, str, int], dict[str, Any]] = {}
+    for text_name, text in texts.items():
+        for conc in CONCURRENCY:
+            for rnd, name in common.interleaved([s.name for s in servers], rounds):
+                server = next(s for s in servers if s.name == name)
+                got = await load(server, text, conc, seconds)
+                cell = raw.setdefault((name, text_name, conc), {"latencies": [], "errors": 0, "seconds": 0.0})
+                cell["latencies"] += got["latencies"]
+                cell["errors"] += got["errors"]
+                cell["seconds"] += got["seconds"]
+                print(f"  round {rnd + 1} {name:18s} {text_name:5s} c={conc}: {len(got['latencies'])} ok, "
+                      f"{got['errors']} errors, load {common.loadavg()[0]}", flush=True)
+    rows = []
+    for (name, text_name, conc), cell in raw.items():
+        stats = common.latency_stats(cell["latencies"])
+        rows.append({"server": name, "text": text_name, "clients": conc,
+                     "rps": len(cell["latencies"]) / cell["seconds"], **stats, "errors": cell["errors"]})
+    return {"rows": rows}
+
+
+def ratios(rows: list[dict[str, Any]], floor_ms: float) -> list[dict[str, Any]]:
+    """Per app variant: throughput at 8 clients vs mlflow, /predict p50 (1 sentence, 1 client) vs the floor."""
+    def cell(server: str, text: str, clients: int) -> dict[str, Any] | None:
+        return next((r for r in rows if (r["server"], r["text"], r["clients"]) == (server, text, clients)), None)
+
+    out = []
+    for server in sorted({r["server"] for r in rows} - {"mlflow"}):
+        row: dict[str, Any] = {"server": server}
+        for text in ("short", "long"):
+            ours, peer = cell(server, text, 8), cell("mlflow", text, 8)
+            row[f"rps_x_mlflow_{text}_c8"] = ours["rps"] / peer["rps"] if ours and peer and peer["rps"] else None
+        short = cell(server, "short", 1)
+        row["p50_short_c1_ms"] = short["p50_ms"] if short else None
+        row["p50_x_floor"] = short["p50_ms"] / floor_ms if short else None
+        out.append(row)
+    return out
+
+
+def main() -> None:
+    started, load_start = time.perf_counter(), common.loadavg()
+    uri = common.tracking_uri()
+    common.use_store(uri)
+    info = common.production_info()
+    common.ensure_onnx_logged()
+    names = [n.strip() for n in os.environ.get("BENCH_SERVERS", "mlflow," + ",".join(APP_VARIANTS)).split(",")]
+    rounds, seconds = (1, 2.0) if common.QUICK else (2, 4.0)
+    floor_reps = 10 if common.QUICK else 30
+    texts = {"short": inprocess.SHORT_TEXT, "long": inprocess.long_review()}
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
+    servers = make_servers(names, uri, log_dir)
+    print(f"starting {', '.join(names)} (logs in {log_dir})", flush=True)
+    try:
+        for server in servers:
+            server.start()
+        asyncio.run(wait_ready(servers))
+        models = inprocess.Models()
+        floor_before = inprocess.measure_floor(models, texts, floor_reps // 2)
+        results = asyncio.run(load_tests(servers, texts, rounds, seconds))
+        floor_after = inprocess.measure_floor(models, texts, floor_reps // 2)
+    finally:
+        for server in servers:
+            server.stop()
+    floor = merge_floors(floor_before, floor_after)
+    floor_name, floor_ms = inprocess.fastest(floor, "forward", "short")
+    results["ratios"] = ratios(results["rows"], floor_ms)
+    print("\nload tests (requests/s and latency in ms)")
+    print(common.table(results["rows"], ["server", "text", "clients", "rps", "p50_ms", "p95_ms", "p99_ms", "n",
+                                         "errors"], 1))
+    print(f"\nin-process floor (fastest bare forward, one sentence: {floor_name} {floor_ms:.2f} ms)")
+    print(common.table(inprocess.floor_rows(floor)))
+    print("\nratios (goals: rps ≥ 3× mlflow at 8 clients; p50 ≤ 2× floor)")
+    print(common.table(results["ratios"]))
+    payload = {
+        "model_version": info["version"], "max_length": info["params"].get("max_length"),
+        "texts": {k: {"chars": len(v), **floor["windows"][k]} for k, v in texts.items()},
+        "rounds": rounds, "seconds_per_round": seconds, "servers": names, "app_variants": APP_VARIANTS,
+        "floor": floor, "floor_fastest_short_forward": {"variant": floor_name, "p50_ms": floor_ms}, **results,
+    }
+    common.write_results("serving", payload, started, load_start)
+
+
+def merge_floors(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    """Average the statistics of two floor measurements (before and after the load tests)."""
+    out: dict[str, Any] = {"windows": a["windows"], "forward": {}, "predict_proba": {}}
+    for what in ("forward", "predict_proba"):
+        for text, variants in a[what].items():
+            out[what][text] = {
+                v: {k: (s[k] + b[what][text][v][k]) / 2 if k != "n" else s[k] + b[what][text][v][k] for k in s}
+                for v, s in variants.items()
+            }
+    return out
+
+
+if __name__ == "__main__":
+    main()

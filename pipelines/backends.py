@@ -1,0 +1,74 @@
+"""The one seam through which served models are loaded.
+
+``load_scorer(uri, backend)`` returns a scorer: an object with
+``predict_proba(texts) -> np.ndarray`` (P(positive) per text), ``tokenizer`` and
+``scoring`` (a :class:`~pipelines.inference.ScoringConfig`).  The serving app,
+the benchmarks and anything else that serves a logged model go through it, so a
+new runtime (ONNX Runtime, a quantized model…) is one more entry in
+:data:`BACKENDS`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import fields
+from typing import Any, Protocol
+
+import numpy as np
+
+from pipelines.inference import Scorer, ScoringConfig
+
+
+class ScorerLike(Protocol):
+    """What a backend returns."""
+
+    tokenizer: Any
+    scoring: ScoringConfig
+
+    def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+
+SCORING_FIELDS = tuple(f.name for f in fields(ScoringConfig))
+
+
+def _check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
+    unknown = sorted(set(overrides) - set(SCORING_FIELDS))
+    if unknown:
+        raise ValueError(f"unknown scoring override(s) {unknown}; known: {', '.join(SCORING_FIELDS)}")
+    return {k: v for k, v in overrides.items() if v is not None}
+
+
+def load_torch(model_uri: str, **scoring_overrides: Any) -> Scorer:
+    """The logged transformers model in PyTorch, scored by :class:`Scorer`."""
+    from pipelines.registry import load_components  # mlflow import kept lazy
+
+    model, tokenizer = load_components(model_uri)
+    return Scorer(model, tokenizer, ScoringConfig.from_model(model, **scoring_overrides))
+
+
+def load_onnx(model_uri: str, **scoring_overrides: Any) -> ScorerLike:
+    """ONNX Runtime fp32 (the export logged with the version, else exported on the fly); see onnx_backend."""
+    from pipelines.onnx_backend import load_onnx_scorer  # onnxruntime import kept lazy
+
+    return load_onnx_scorer(model_uri, quantized=False, **scoring_overrides)
+
+
+def load_onnx_int8(model_uri: str, **scoring_overrides: Any) -> ScorerLike:
+    """ONNX Runtime with dynamic int8 quantization (weights int8, activations quantized at run time)."""
+    from pipelines.onnx_backend import load_onnx_scorer
+
+    return load_onnx_scorer(model_uri, quantized=True, **scoring_overrides)
+
+
+BACKENDS: dict[str, Callable[..., ScorerLike]] = {"torch": load_torch, "onnx": load_onnx, "onnx-int8": load_onnx_int8}
+
+
+def load_scorer(model_uri: str, backend: str = "torch", **scoring_overrides: Any) -> ScorerLike:
+    """Load ``model_uri`` (``models:/…``, ``runs:/…`` or a local MLflow model folder) with ``backend``.
+
+    ``scoring_overrides`` (``max_length``, ``long_text_strategy``, ``window_stride``,
+    ``max_windows``; ``None`` = keep the model's saved value) change how long texts are scored.
+    """
+    if backend not in BACKENDS:
+        raise ValueError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
+    return BACKENDS[backend](model_uri, **_check_overrides(scoring_overrides))

@@ -1,0 +1,125 @@
+"""Micro-batching of concurrent requests (app.batcher), with a fake model: no server, no weights."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+
+import numpy as np
+import pytest
+
+from app.batcher import MicroBatcher
+
+
+class FakeModel:
+    """``score`` like app.model.LoadedModel: P(positive) = len(text) / 100, stats = (len, 0.0)."""
+
+    def __init__(self, delay: float = 0.01, fail: bool = False):
+        self.calls: list[list[str]] = []
+        self.delay, self.fail = delay, fail
+        self.lock = threading.Lock()
+
+    def score(self, texts: list[str], with_stats: bool) -> tuple[np.ndarray, list[tuple[int, float]]]:
+        with self.lock:
+            self.calls.append(list(texts))
+            time.sleep(self.delay)
+            if self.fail:
+                raise RuntimeError("model broke")
+            return np.array([len(t) / 100 for t in texts]), [(len(t), 0.0) for t in texts] if with_stats else []
+
+
+def run(coro):
+    return asyncio.run(coro)
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_results() -> None:
+    model, batcher = FakeModel(), MicroBatcher(window_ms=5)
+
+    async def main():
+        requests = [[f"text {'x' * i}"] if i % 3 else [f"a{i}", f"bb{i}"] for i in range(16)]
+        results = await asyncio.gather(*(batcher.score(model, r, True) for r in requests))
+        await batcher.aclose()
+        return requests, results
+
+    requests, results = run(main())
+    for texts, (probs, stats) in zip(requests, results, strict=True):
+        np.testing.assert_allclose(probs, [len(t) / 100 for t in texts])
+        assert stats == [(len(t), 0.0) for t in texts]
+    assert len(model.calls) < len(requests)  # batched
+    assert sorted(t for call in model.calls for t in call) == sorted(t for r in requests for t in r)
+
+
+def test_a_lone_request_does_not_wait_for_the_window() -> None:
+    model, batcher = FakeModel(delay=0), MicroBatcher(window_ms=500)
+
+    async def main():
+        started = time.perf_counter()
+        for _ in range(3):
+            await batcher.score(model, ["one"], False)
+        await batcher.aclose()
+        return time.perf_counter() - started
+
+    assert run(main()) < 0.5
+    assert model.calls == [["one"]] * 3
+
+
+def test_batches_never_exceed_max_texts_and_keep_versions_apart() -> None:
+    old, new, batcher = FakeModel(), FakeModel(), MicroBatcher(window_ms=5, max_texts=4)
+
+    async def main():
+        calls = [batcher.score(old if i % 2 else new, [str(i), str(i)], False) for i in range(10)]
+        await asyncio.gather(*calls)
+        await batcher.aclose()
+
+    run(main())
+    assert all(len(call) <= 4 for call in old.calls + new.calls)
+    assert {t for c in old.calls for t in c} == {str(i) for i in range(1, 10, 2)}
+    assert {t for c in new.calls for t in c} == {str(i) for i in range(0, 10, 2)}
+
+
+def test_a_failing_model_fails_every_request_of_the_batch_and_the_batcher_goes_on() -> None:
+    broken, batcher = FakeModel(fail=True), MicroBatcher(window_ms=5)
+
+    async def main():
+        outcomes = await asyncio.gather(*(batcher.score(broken, ["x"], False) for _ in range(4)),
+                                        return_exceptions=True)
+        assert all(isinstance(o, RuntimeError) for o in outcomes)
+        probs, _ = await batcher.score(FakeModel(), ["fine"], False)
+        await batcher.aclose()
+        return probs
+
+    np.testing.assert_allclose(run(main()), [0.04])
+
+
+@pytest.mark.parametrize("window_ms", [0, 2])
+def test_works_across_event_loops(window_ms: float) -> None:
+    """A new event loop (each TestClient has one) gets a fresh worker."""
+    model, batcher = FakeModel(delay=0), MicroBatcher(window_ms=window_ms)
+    for _ in range(2):
+        probs, _ = run(batcher.score(model, ["abc"], False))
+        np.testing.assert_allclose(probs, [0.03])
+
+
+def test_app_with_micro_batching_answers_concurrent_requests_like_the_batch_endpoint(learned_store, tmp_path) -> None:
+    from concurrent.futures import ThreadPoolExecutor
+
+    from fastapi.testclient import TestClient
+
+    from app.main import create_app
+    from app.settings import Settings
+
+    settings = Settings(model_uri=learned_store.model_uri, tracking_uri=learned_store.tracking_uri,
+                        reload_interval_s=0, micro_batch_ms=5, torch_threads=1, inference_db=str(tmp_path / "log.db"))
+    app = create_app(settings)
+    texts = [f"{adjective} film, {n} stars" for n in range(4) for adjective in ("A wonderful", "A dreadful",
+                                                                               "An uneven", "A dull, lifeless")]
+    with TestClient(app) as client:
+        with ThreadPoolExecutor(8) as pool:
+            singles = list(pool.map(lambda t: client.post("/predict", json={"text": t}), texts))
+        batch = client.post("/predict/batch", json={"texts": texts}).json()["predictions"]
+    assert all(r.status_code == 200 for r in singles)
+    for single, expected in zip((r.json() for r in singles), batch, strict=True):
+        assert single["sentiment"] == expected["sentiment"]
+        assert abs(single["confidence"] - expected["confidence"]) < 1e-4
+    assert app.state.batcher.batches < len(texts) + 1  # some requests shared a model call

@@ -1,0 +1,93 @@
+"""The ONNX Runtime backend: the export matches PyTorch, is logged with the version, and serves."""
+
+from __future__ import annotations
+
+import shutil
+from collections.abc import Iterator
+
+import mlflow
+import numpy as np
+import pandas as pd
+import pytest
+
+from pipelines import onnx_backend, tracking
+from pipelines.backends import load_scorer
+from pipelines.inference import Scorer
+from pipelines.registry import load_components
+from tests.conftest import NEGATIVE_REVIEW, POSITIVE_REVIEW, Store, sqlite_uri
+
+TOLERANCE = 1e-4
+EXPECTED_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]  # BertForSequenceClassification.forward order
+
+
+@pytest.fixture(scope="module")
+def texts(rt_frame: pd.DataFrame) -> list[str]:
+    """Real snippets of all lengths, plus two full reviews long enough for several windows."""
+    sample = rt_frame.sample(40, random_state=1)["text"].tolist()
+    reviews = [" ".join(rt_frame["text"].iloc[i : i + 12]) for i in (0, 100)]
+    return [POSITIVE_REVIEW, NEGATIVE_REVIEW, *sample, *reviews]
+
+
+@pytest.fixture(scope="module")
+def logged(learned_store: Store, tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[str, dict[str, str]]]:
+    """A copy of the learned store whose production version has its ONNX export logged (files in a temp run)."""
+    folder = tmp_path_factory.mktemp("onnx-store")
+    shutil.copy(learned_store.root / "mlflow.db", folder / "mlflow.db")
+    uri = sqlite_uri(folder)
+    previous = mlflow.get_tracking_uri()
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        tracking.setup(uri)
+        experiment = mlflow.create_experiment("onnx-test", artifact_location=(folder / "artifacts").as_uri())
+        run_id = mlflow.MlflowClient().create_run(experiment).info.run_id  # keeps the shared cache's run untouched
+        tags = onnx_backend.log_onnx(learned_store.model_uri, run_id=run_id)
+        yield learned_store.model_uri, tags
+    mlflow.set_tracking_uri(previous)
+
+
+@pytest.fixture(scope="module")
+def torch_parts(logged) -> tuple[object, object]:
+    return load_components(logged[0])
+
+
+def test_inputs_follow_the_forward_signature_not_the_tokenizer(torch_parts) -> None:
+    model, tokenizer = torch_parts
+    assert list(tokenizer.model_input_names) != EXPECTED_INPUTS  # the trap: input_ids, token_type_ids, attention_mask
+    assert onnx_backend.forward_input_names(model, tokenizer) == EXPECTED_INPUTS
+
+
+def test_logged_export_matches_torch(logged, torch_parts, texts: list[str]) -> None:
+    _, tags = logged
+    model, tokenizer = torch_parts
+    assert tags["onnx.inputs"] == ",".join(EXPECTED_INPUTS)
+    assert float(tags["onnx.max_abs_diff"]) <= TOLERANCE
+    version = mlflow.MlflowClient().get_model_version_by_alias("sentiment", "production")
+    assert version.tags["onnx.path"] == "onnx/model.onnx" and version.tags["onnx.int8_path"] == "onnx/model.int8.onnx"
+    path = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{tags['onnx.run_id']}/onnx/model.onnx")
+    session = onnx_backend.make_session(path)
+    assert [i.name for i in session.get_inputs()] == EXPECTED_INPUTS
+    diff = onnx_backend.max_abs_diff(model, tokenizer, session, texts)
+    assert diff["logits"] <= TOLERANCE and diff["p_positive"] <= TOLERANCE, diff
+
+
+def test_backends_score_like_torch(logged, torch_parts, texts: list[str]) -> None:
+    model_uri, _ = logged
+    expected = Scorer(*torch_parts).predict_proba(texts)
+    onnx = load_scorer(model_uri, backend="onnx")
+    assert isinstance(onnx, onnx_backend.OnnxScorer)
+    np.testing.assert_allclose(onnx.predict_proba(texts), expected, atol=TOLERANCE)
+    int8 = load_scorer(model_uri, backend="onnx-int8").predict_proba(texts)
+    assert np.abs(int8 - expected).mean() < 0.05 and np.abs(int8 - expected).max() < 0.35  # int8 is approximate
+    assert np.mean((int8 >= 0.5) == (expected >= 0.5)) >= 0.9
+    short = load_scorer(model_uri, backend="onnx", long_text_strategy="truncate")
+    assert short.scoring.long_text_strategy == "truncate"
+
+
+def test_without_a_logged_export_it_exports_on_the_fly(logged, torch_parts) -> None:
+    texts = [POSITIVE_REVIEW, NEGATIVE_REVIEW]
+    source = mlflow.MlflowClient().get_model_version_by_alias("sentiment", "production").source
+    folder = mlflow.artifacts.download_artifacts(artifact_uri=source)  # a plain model folder: no onnx/ in it
+    assert onnx_backend.resolve_version(folder) is None
+    scorer = onnx_backend.load_onnx_scorer(folder)
+    np.testing.assert_allclose(scorer.predict_proba(texts), Scorer(*torch_parts).predict_proba(texts), atol=TOLERANCE)
+    assert scorer.predict_proba(texts).round().tolist() == [1.0, 0.0]

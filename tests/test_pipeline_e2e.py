@@ -1,0 +1,189 @@
+"""End to end: the real notebooks run by Papermill against a temporary SQLite MLflow store."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import mlflow
+import nbformat
+import pytest
+from mlflow import MlflowClient
+
+from pipelines import registry
+from pipelines.config import build_config
+from pipelines.runner import NOTEBOOKS_DIR, TRAINING_STEPS, StepFailed, run_pipeline
+
+pytestmark = pytest.mark.e2e
+ROOT = Path(__file__).resolve().parent.parent
+TINY = {"epochs": 1, "max_length": 32, "min_metric": 0.0, "batch_size": 16}
+
+
+def _cli(*args: str, env: dict[str, str] | None = None, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [sys.executable, "-m", "pipelines", *args], capture_output=True, text=True, cwd=cwd,
+        env={**os.environ, **(env or {})}, timeout=900,
+    )
+
+
+def _step_runs(parent_run_id: str) -> dict[str, mlflow.entities.Run]:
+    runs = mlflow.search_runs(filter_string=f"tags.mlflow.parentRunId = '{parent_run_id}'", output_format="list",
+                              search_all_experiments=True)
+    return {r.data.tags["step"]: r for r in runs}
+
+
+def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
+    cfg = build_config({**TINY, "dataset": str(tiny_csv)})
+    result = run_pipeline(cfg, output_dir=tmp_path / "out", progress=False)
+
+    prod = registry.alias_version("sentiment", "production")
+    assert prod is not None and prod.version == str(result.steps["train"]["model_version"]) == "1"
+    assert prod.tags["promotion.decision"] == "promoted" and prod.tags["data_digest"]
+    assert prod.tags["git_commit"] and prod.tags["run_id"]
+
+    client = MlflowClient()
+    parent = client.get_run(result.parent_run_id)
+    assert parent.info.status == "FINISHED"
+    runs = _step_runs(result.parent_run_id)
+    assert set(runs) == set(TRAINING_STEPS)
+    for step, run in runs.items():
+        assert run.info.status == "FINISHED", step
+        files = {a.path for a in client.list_artifacts(run.info.run_id, "notebook")}
+        assert files == {f"notebook/{step}.ipynb", f"notebook/{step}.html"}, step
+    html = (tmp_path / "out" / "evaluate.html").read_text()
+    assert "<html" in html.lower() and "Against the baselines" in html
+
+    metrics = runs["evaluate"].data.metrics
+    for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
+        assert 0.0 <= metrics[f"test_{name}"] <= 1.0
+        assert 0.0 <= float(prod.tags[f"eval.{name}"]) <= 1.0
+    assert "baseline_tfidf_logreg_accuracy" in metrics and "baseline_majority_accuracy" in metrics
+    train_metrics = runs["train"].data.metrics
+    assert {"train_loss", "val_accuracy", "threshold"} <= set(train_metrics)
+    train_artifacts = {a.path for a in client.list_artifacts(runs["train"].info.run_id)}
+    assert "model" in train_artifacts or any(p.startswith("plots") for p in train_artifacts)
+    assert runs["train"].inputs.dataset_inputs, "the data is logged with mlflow.log_input"
+
+
+def test_worse_challenger_is_refused(learned_copy, tmp_path):
+    """A barely trained model does not replace the learned production model."""
+    before = registry.alias_version(learned_copy.model_name, "production").version
+    cfg = build_config({"max_train_samples": 64, "epochs": 1, "max_length": 32, "learning_rate": 1e-6,
+                        "tune_threshold": False})
+    result = run_pipeline(cfg, steps=("train", "evaluate", "promote"), output_dir=tmp_path / "out", progress=False)
+    assert result.steps["promote"]["promoted"] is False
+    assert registry.alias_version(learned_copy.model_name, "production").version == before
+    candidate = registry.get_version(learned_copy.model_name, result.steps["train"]["model_version"])
+    assert candidate.tags["promotion.decision"] == "rejected"
+    assert "does not beat production" in candidate.tags["promotion.reason"]
+    assert json.loads(candidate.tags["promotion.deltas"])["accuracy"] < 0
+
+
+def test_injected_failure_leaves_alias_and_logs_the_notebook(learned_copy, tiny_csv, tmp_path):
+    notebooks = tmp_path / "notebooks"
+    notebooks.mkdir()
+    for nb in NOTEBOOKS_DIR.glob("*.ipynb"):
+        (notebooks / nb.name).write_bytes(nb.read_bytes())
+    evaluate = nbformat.read(notebooks / "evaluate.ipynb", as_version=4)
+    evaluate.cells.insert(3, nbformat.v4.new_code_cell('raise RuntimeError("injected failure")'))
+    nbformat.write(evaluate, notebooks / "evaluate.ipynb")
+    before = registry.alias_version(learned_copy.model_name, "production").version
+
+    proc = _cli("run", "--notebooks-dir", str(notebooks), "--output-dir", str(tmp_path / "out"),
+                "--steps", "train,evaluate,promote", *[a for k, v in TINY.items() for a in ("-p", k, str(v))],
+                "-p", "dataset", str(tiny_csv))
+    assert proc.returncode != 0
+    assert "step 'evaluate' failed" in proc.stderr and "injected failure" in proc.stderr
+    assert registry.alias_version(learned_copy.model_name, "production").version == before
+    assert not (tmp_path / "out" / "promote.ipynb").exists(), "later steps must not run"
+
+    failed = mlflow.search_runs(filter_string="tags.step = 'evaluate'", output_format="list",
+                                search_all_experiments=True)
+    failed = [r for r in failed if r.info.status == "FAILED"]
+    assert len(failed) == 1 and "injected failure" in failed[0].data.tags["error"]
+    files = {a.path for a in MlflowClient().list_artifacts(failed[0].info.run_id, "notebook")}
+    assert files == {"notebook/evaluate.ipynb", "notebook/evaluate.html"}
+    logged = MlflowClient().download_artifacts(failed[0].info.run_id, "notebook/evaluate.ipynb", str(tmp_path))
+    assert "injected failure" in Path(logged).read_text()
+    parent_id = failed[0].data.tags["mlflow.parentRunId"]
+    assert MlflowClient().get_run(parent_id).info.status == "FAILED"
+
+
+def test_step_failed_is_raised_in_process(mlflow_uri, tiny_csv, tmp_path):
+    notebooks = tmp_path / "nb"
+    notebooks.mkdir()
+    eda = nbformat.read(NOTEBOOKS_DIR / "eda.ipynb", as_version=4)
+    eda.cells.append(nbformat.v4.new_code_cell("1 / 0"))
+    nbformat.write(eda, notebooks / "eda.ipynb")
+    with pytest.raises(StepFailed, match="eda"):
+        run_pipeline(build_config({"dataset": str(tiny_csv)}), steps=("eda",), output_dir=tmp_path / "o",
+                     notebooks_dir=notebooks, progress=False)
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["-p", "epochs", "0"], "parameter epochs"),
+        (["-p", "epoch", "2"], "unknown parameter(s): epoch"),
+        (["-p", "dataset", "/nonexistent/reviews.csv"], "parameter dataset: /nonexistent/reviews.csv does not exist"),
+        (["-p", "promotion_metric", "loss"], "parameter promotion_metric"),
+    ],
+)
+def test_bad_parameters_are_refused_before_training(mlflow_uri, args, message):
+    proc = _cli("run", *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert MlflowClient().search_experiments(filter_string="name = 'sentiment'") == []
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        ("review,stars\ngreat,5\nbad,1\n", "parameter text_column"),
+        ("text,label\ngreat,5\nbad,1\nok,3\n", "parameter label_column: column 'label' is not binary"),
+        ("text,label\n", "parameter dataset"),
+    ],
+)
+def test_bad_csv_is_refused_before_training(mlflow_uri, tmp_path, content, message):
+    path = tmp_path / "reviews.csv"
+    path.write_text(content)
+    proc = _cli("run", "-p", "dataset", str(path))
+    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert MlflowClient().search_experiments(filter_string="name = 'sentiment'") == []
+
+
+def test_papermill_standalone_train_as_on_the_card(mlflow_uri, tiny_csv, tmp_path):
+    """`papermill notebooks/train.ipynb out.ipynb -p epochs 1` works from the repo root."""
+    out = tmp_path / "out.ipynb"
+    proc = subprocess.run(
+        [str(Path(sys.executable).parent / "papermill"), "notebooks/train.ipynb", str(out), "-p", "epochs", "1",
+         "-p", "dataset", str(tiny_csv), "-p", "max_length", "32"],
+        cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    mv = registry.get_version("sentiment")
+    assert mv.version == "1" and registry.alias_version("sentiment", "production") is None
+    run = MlflowClient().get_run(mv.run_id)
+    assert run.info.status == "FINISHED" and run.data.params["epochs"] == "1"
+
+
+def test_rollback_moves_production_back(learned_copy):
+    name = learned_copy.model_name
+    v1 = registry.alias_version(name, "production")
+    v2 = mlflow.register_model(f"runs:/{v1.run_id}/model", name)
+    metrics = registry.eval_metrics(v1, v1.tags["eval.test_digest"])
+    better = {k: min(1.0, v + 0.01) for k, v in metrics.items()}
+    decision = registry.decide(better, metrics, "accuracy", 0.002, 0.5, v2.version, v1.version)
+    registry.apply_decision(name, "production", decision)
+    assert registry.alias_version(name, "production").version == v2.version
+
+    proc = _cli("rollback")
+    assert proc.returncode == 0, proc.stderr
+    assert f"v{v2.version} -> v{v1.version}" in proc.stdout
+    now = registry.alias_version(name, "production")
+    assert now.version == v1.version and now.tags["rollback.from_version"] == v2.version
+    again = _cli("rollback")
+    assert again.returncode == 2 and "no previous version" in again.stderr
