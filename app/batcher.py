@@ -84,10 +84,12 @@ class MicroBatcher:
         while True:
             batch = await self._collect()
             self.last_batch_requests, self.batches = len(batch), self.batches + 1
-            for model in dict.fromkeys(item.model for item in batch):  # one call per served model, in order
-                items = [item for item in batch if item.model is model and not item.future.done()]
-                if items:
-                    await self._score(model, items)
+            groups: dict[int, list[_Item]] = {}  # one call per served model (by identity: models are unhashable)
+            for item in batch:
+                if not item.future.done():  # a cancelled request (client gone) is not scored
+                    groups.setdefault(id(item.model), []).append(item)
+            for items in groups.values():
+                await self._score(items[0].model, items)
 
     @staticmethod
     async def _score(model: Any, items: list[_Item]) -> None:

@@ -27,16 +27,18 @@ def long_review(n_snippets: int = 12) -> str:
     return " ".join(test["text"].iloc[:n_snippets])
 
 
-def time_round_robin(fns: dict[str, Callable[[], Any]], reps: int, warmup: int = 2) -> dict[str, list[float]]:
-    """Seconds per call of each function, called in alternating round-robin order."""
+def time_round_robin(fns: dict[str, Callable[[], Any]], rounds: int, block: int = 3) -> dict[str, list[float]]:
+    """Seconds per call of each function: ``rounds`` rounds in alternating order, ``block`` calls per function
+    and round, the first of each block untimed (it absorbs switching threads and caches between functions)."""
     for fn in fns.values():
-        for _ in range(warmup):
-            fn()
+        fn()
     samples: dict[str, list[float]] = {name: [] for name in fns}
-    for _, name in common.interleaved(list(fns), reps):
-        start = time.perf_counter()
+    for _, name in common.interleaved(list(fns), rounds):
         fns[name]()
-        samples[name].append(time.perf_counter() - start)
+        for _ in range(block - 1):
+            start = time.perf_counter()
+            fns[name]()
+            samples[name].append(time.perf_counter() - start)
     return samples
 
 
@@ -97,7 +99,7 @@ def thread_options() -> list[int]:
     return sorted({1, min(2, nproc), nproc})
 
 
-def measure_floor(models: Models, texts: dict[str, str], reps: int) -> dict[str, Any]:
+def measure_floor(models: Models, texts: dict[str, str], rounds: int) -> dict[str, Any]:
     """Bare forwards and full ``predict_proba`` calls for each text, at each thread count."""
     scorer = models.scorer("torch", 1)
     out: dict[str, Any] = {"forward": {}, "predict_proba": {}, "windows": {}}
@@ -107,7 +109,7 @@ def measure_floor(models: Models, texts: dict[str, str], reps: int) -> dict[str,
         fns: dict[str, Callable[[], Any]] = {}
         for threads in thread_options():
             fns.update(models.forward_fns(windows, threads))
-        out["forward"][name] = {k: common.latency_stats(v) for k, v in time_round_robin(fns, reps).items()}
+        out["forward"][name] = {k: common.latency_stats(v) for k, v in time_round_robin(fns, rounds).items()}
         full: dict[str, Callable[[], Any]] = {}
         for threads in thread_options():
             for kind, label in (("torch", "torch fp32"), ("onnx", "ort fp32"), ("onnx-int8", "ort int8")):
@@ -118,12 +120,12 @@ def measure_floor(models: Models, texts: dict[str, str], reps: int) -> dict[str,
                     return s.predict_proba([text])
 
                 full[f"{label} t{threads}"] = call
-        out["predict_proba"][name] = {k: common.latency_stats(v) for k, v in time_round_robin(full, reps).items()}
+        out["predict_proba"][name] = {k: common.latency_stats(v) for k, v in time_round_robin(full, rounds).items()}
     models.torch.set_num_threads(max(thread_options()))
     return out
 
 
-def measure_tokenization(models: Models, texts: list[str], reps: int) -> dict[str, Any]:
+def measure_tokenization(models: Models, texts: list[str], rounds: int) -> dict[str, Any]:
     """One tokenizer call per text vs one call for all; ``tokenizer.pad`` (torch tensors) vs numpy feeds."""
     tok = models.tokenizer
     scorer = models.scorer("onnx", 1)
@@ -134,7 +136,7 @@ def measure_tokenization(models: Models, texts: list[str], reps: int) -> dict[st
         "pad: tokenizer.pad → torch": lambda: tok.pad({"input_ids": windows}, return_tensors="pt"),
         "pad: numpy feeds (OnnxScorer)": lambda: scorer.feeds(windows),
     }
-    return {k: common.latency_stats(v) for k, v in time_round_robin(fns, reps).items()}
+    return {k: common.latency_stats(v) for k, v in time_round_robin(fns, rounds).items()}
 
 
 def floor_rows(floor: dict[str, Any]) -> list[dict[str, Any]]:
@@ -156,11 +158,11 @@ def main() -> None:
     started, load_start = time.perf_counter(), common.loadavg()
     common.use_store(common.tracking_uri())
     models = Models()
-    reps = 10 if common.QUICK else 40
+    rounds = 5 if common.QUICK else 15
     texts = {"short": SHORT_TEXT, "long": long_review()}
-    floor = measure_floor(models, texts, reps)
+    floor = measure_floor(models, texts, rounds)
     batch = [SHORT_TEXT] * 4 + [long_review(3)] * 4
-    tokenization = measure_tokenization(models, batch, reps)
+    tokenization = measure_tokenization(models, batch, rounds)
     print(common.table(floor_rows(floor)))
     print(common.table([{"step": k, **v} for k, v in tokenization.items()], ["step", "p50_ms", "p95_ms", "n"]))
     common.write_results("inprocess", {"model": common.production_info()["version"], "floor": floor,

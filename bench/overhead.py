@@ -112,16 +112,20 @@ def main() -> None:
 
     added = mean("papermill runner", "fixed_seconds") - mean("plain script", "fixed_seconds")
     runner_fixed = mean("papermill runner", "fixed_seconds")
-    default = {e: extrapolate(rows, e) for e in (2, 4)}
+    from pipelines.config import PipelineConfig
+
+    cfg = PipelineConfig()  # early stopping ends a default run after 1 + patience epochs at the soonest
+    fewest = min(cfg.epochs, 1 + cfg.early_stopping_patience) if cfg.early_stopping_patience else cfg.epochs
+    default = {"max": extrapolate(rows, cfg.epochs), "min": extrapolate(rows, fewest)}
     for d in default.values():
         d["added_share"], d["runner_fixed_share"] = added / d["training_seconds"], runner_fixed / d["training_seconds"]
     summary = {
         "plain_fixed_seconds": mean("plain script", "fixed_seconds"), "runner_fixed_seconds": runner_fixed,
         "runner_added_seconds": added,
         "reduced_size_added_share": added / mean("papermill runner", "train_seconds"),
-        "default_4_epochs_added_share": default[4]["added_share"],
-        "default_2_epochs_added_share": default[2]["added_share"],
-        "default_4_epochs_training_seconds": default[4]["training_seconds"],
+        "default_max_epochs_added_share": default["max"]["added_share"],
+        "default_min_epochs_added_share": default["min"]["added_share"],
+        "default_max_epochs_training_seconds": default["max"]["training_seconds"],
     }
     print(common.table(rows, ["way", "round", "wall_seconds", "train_seconds", "fixed_seconds", "steps", "loadavg"],
                        1))

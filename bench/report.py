@@ -77,8 +77,7 @@ def training(r: dict[str, Any]) -> list[str]:
 
 
 def overhead(r: dict[str, Any]) -> list[str]:
-    s, d = r["summary"], r["default_size"]["4"]
-    d2 = r["default_size"]["2"]
+    s, d, d2 = r["summary"], r["default_size"]["max"], r["default_size"]["min"]
     return [
         "### Pipeline overhead: Papermill runner + MLflow logging vs a plain script", _conditions(r), "",
         f"Train step only, {r['train_texts']} training texts × 1 epoch (defaults otherwise), fresh processes.", "",
@@ -88,7 +87,8 @@ def overhead(r: dict[str, Any]) -> list[str]:
         f"{s['runner_fixed_seconds']:.1f} s vs {s['plain_fixed_seconds']:.1f} s). At the default size "
         f"({d['steps_per_epoch']} steps/epoch at {d['seconds_per_step']:.2f} s/step, "
         f"{d['seconds_per_validation_pass']:.1f} s per validation pass) training takes ≈ {d['training_seconds']:.0f} s "
-        f"for 4 epochs ({d2['training_seconds']:.0f} s if early stopping ends it after 2), so the added overhead is "
+        f"for {d['epochs']} epochs ({d2['training_seconds']:.0f} s if early stopping ends it after {d2['epochs']}), "
+        "so the added overhead is "
         f"**{100 * d['added_share']:.1f} %** ({100 * d2['added_share']:.1f} %) of training time (goal ≤ 10 %); "
         f"the runner's whole fixed cost is {100 * d['runner_fixed_share']:.1f} %.", "",
     ]

@@ -40,7 +40,6 @@ def setup(tracking_uri: str = "", experiment_name: str | None = None) -> str:
     """Point MLflow at the store (and experiment) and return the URI in use."""
     uri = resolve_tracking_uri(tracking_uri)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)  # the registry lives in the same store (also sets $MLFLOW_REGISTRY_URI)
     if experiment_name:
         if mlflow.get_experiment_by_name(experiment_name) is None:
             artifact_location = None

@@ -60,11 +60,10 @@ def sqlite_uri(folder: Path) -> str:
 
 
 def _point_mlflow_at(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
-    """Tracking and registry of this process (and of subprocesses, through the environment)."""
+    """Tracking store of this process and its subprocesses; the registry follows it (never set apart)."""
     monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
-    monkeypatch.setenv("MLFLOW_REGISTRY_URI", uri)
+    monkeypatch.delenv("MLFLOW_REGISTRY_URI", raising=False)
     mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
 
 
 @pytest.fixture

@@ -15,6 +15,8 @@ from app.batcher import MicroBatcher
 class FakeModel:
     """``score`` like app.model.LoadedModel: P(positive) = len(text) / 100, stats = (len, 0.0)."""
 
+    __hash__ = None  # like LoadedModel (a dataclass holding unhashable fields): grouping must not hash models
+
     def __init__(self, delay: float = 0.01, fail: bool = False):
         self.calls: list[list[str]] = []
         self.delay, self.fail = delay, fail

@@ -40,7 +40,7 @@ def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
     result = run_pipeline(cfg, output_dir=tmp_path / "out", progress=False)
 
     prod = registry.alias_version("sentiment", "production")
-    assert prod is not None and prod.version == str(result.steps["train"]["model_version"]) == "1"
+    assert prod is not None and str(prod.version) == str(result.steps["train"]["model_version"]) == "1"
     assert prod.tags["promotion.decision"] == "promoted" and prod.tags["data_digest"]
     assert prod.tags["git_commit"] and prod.tags["run_id"]
 
@@ -165,7 +165,7 @@ def test_papermill_standalone_train_as_on_the_card(mlflow_uri, tiny_csv, tmp_pat
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     mv = registry.get_version("sentiment")
-    assert mv.version == "1" and registry.alias_version("sentiment", "production") is None
+    assert str(mv.version) == "1" and registry.alias_version("sentiment", "production") is None
     run = MlflowClient().get_run(mv.run_id)
     assert run.info.status == "FINISHED" and run.data.params["epochs"] == "1"
 
@@ -178,12 +178,12 @@ def test_rollback_moves_production_back(learned_copy):
     better = {k: min(1.0, v + 0.01) for k, v in metrics.items()}
     decision = registry.decide(better, metrics, "accuracy", 0.002, 0.5, v2.version, v1.version)
     registry.apply_decision(name, "production", decision)
-    assert registry.alias_version(name, "production").version == v2.version
+    assert str(registry.alias_version(name, "production").version) == str(v2.version)
 
     proc = _cli("rollback")
     assert proc.returncode == 0, proc.stderr
     assert f"v{v2.version} -> v{v1.version}" in proc.stdout
     now = registry.alias_version(name, "production")
-    assert now.version == v1.version and now.tags["rollback.from_version"] == v2.version
+    assert now.version == v1.version and now.tags["rollback.from_version"] == str(v2.version)
     again = _cli("rollback")
     assert again.returncode == 2 and "no previous version" in again.stderr

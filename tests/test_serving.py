@@ -34,12 +34,10 @@ def store(learned_store, tmp_path_factory):
     shutil.copy(learned_store.root / "mlflow.db", folder / "mlflow.db")
     uri = sqlite_uri(folder)
     previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    mlflow.set_tracking_uri(uri)  # the registry follows the tracking store
     yield folder, uri, learned_store.model_name
     mlflow.end_run()
     mlflow.set_tracking_uri(previous)
-    mlflow.set_registry_uri(previous)
 
 
 @pytest.fixture(scope="module")
