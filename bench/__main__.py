@@ -6,7 +6,9 @@ Each benchmark runs in its own process against one model store (resolved once he
 
 from __future__ import annotations
 
+import contextlib
 import os
+import signal
 import subprocess
 import sys
 import time
@@ -14,6 +16,32 @@ import time
 from bench import common, report
 
 ORDER = ("quality", "serving", "training", "overhead")
+# seconds a benchmark may run before it is stopped (full runs take about 2, 5, 7 and 4 minutes on 2 quiet cores)
+LIMITS = {"quality": 420, "serving": 600, "training": 900, "overhead": 600}
+
+
+def run(name: str, env: dict[str, str]) -> int:
+    """Run ``bench.<name>`` in its own process group; past its limit, stop it and the servers it started."""
+    proc = subprocess.Popen([sys.executable, "-m", f"bench.{name}"], cwd=common.ROOT, env=env,
+                            start_new_session=True)
+    try:
+        return proc.wait(timeout=LIMITS[name])
+    except subprocess.TimeoutExpired:
+        print(f"{name} ran past its {LIMITS[name]} s limit: stopping it", flush=True)
+        _stop_group(proc)
+        return -1
+    except KeyboardInterrupt:  # the group does not get the terminal's Ctrl-C
+        _stop_group(proc)
+        raise
+
+
+def _stop_group(proc: subprocess.Popen) -> None:
+    for sig, grace in ((signal.SIGTERM, 20), (signal.SIGKILL, 10)):
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(proc.pid, sig)
+        with contextlib.suppress(subprocess.TimeoutExpired):
+            proc.wait(timeout=grace)
+            return
 
 
 def main(argv: list[str]) -> int:
@@ -31,7 +59,7 @@ def main(argv: list[str]) -> int:
     for name in names:
         t0 = time.perf_counter()
         print(f"\n=== {name} ===", flush=True)
-        code = subprocess.run([sys.executable, "-m", f"bench.{name}"], cwd=common.ROOT, env=env).returncode
+        code = run(name, env)
         print(f"=== {name}: {'ok' if code == 0 else f'FAILED ({code})'} in {time.perf_counter() - t0:.0f}s ===",
               flush=True)
         if code:

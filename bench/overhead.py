@@ -6,7 +6,7 @@ both), alternating A/B per round.  What the runner adds is measured as its fixed
 (wall − training seconds), minus the plain script's fixed part; the share at the default
 size is extrapolated from the measured seconds per step and per validation pass.
 
-    python -m bench.overhead        # 640 training texts, 2 rounds; BENCH_QUICK=1: 320, 1 round
+    python -m bench.overhead        # 320 training texts, 2 rounds; BENCH_QUICK=1: 160, 1 round
 """
 
 from __future__ import annotations
@@ -68,7 +68,18 @@ def runner(params: dict[str, Any], home: Path) -> dict[str, Any]:
     m = run.data.metrics
     epoch_seconds = sum(x.value for x in client.get_metric_history(run.info.run_id, "epoch_seconds"))
     return {"wall_seconds": wall, "train_seconds": m["train_seconds"], "steps": int(m["train_steps"]),
-            "epoch_seconds": epoch_seconds, "epochs": params["epochs"], "step_seconds": m.get("step_seconds")}
+            "epoch_seconds": epoch_seconds, "epochs": params["epochs"], "step_seconds": m.get("step_seconds"),
+            "cells": cell_seconds(next(home.glob("output/*/train.ipynb")))}
+
+
+def cell_seconds(notebook: Path) -> list[dict[str, Any]]:
+    """Seconds per code cell of an executed notebook (Papermill's timings), named by their first line."""
+    import nbformat
+
+    cells = nbformat.read(notebook, as_version=4).cells
+    return [{"cell": c.source.strip().splitlines()[0][:70] if c.source.strip() else "(empty)",
+             "seconds": round(float(c.metadata.get("papermill", {}).get("duration") or 0), 2)}
+            for c in cells if c.cell_type == "code"]
 
 
 def extrapolate(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
@@ -88,7 +99,7 @@ def extrapolate(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
 
 def main() -> None:
     started, load_start = time.perf_counter(), common.loadavg()
-    n_train, rounds = (320, 1) if common.QUICK else (640, 2)
+    n_train, rounds = (160, 1) if common.QUICK else (320, 2)
     params = {"max_train_samples": n_train, "epochs": 1, "early_stopping_patience": 0}
     print(f"train step at {n_train} texts × 1 epoch (defaults otherwise), {rounds} round(s) of plain / runner",
           flush=True)
@@ -129,6 +140,7 @@ def main() -> None:
     }
     print(common.table(rows, ["way", "round", "wall_seconds", "train_seconds", "fixed_seconds", "steps", "loadavg"],
                        1))
+    print(common.table(next(r["cells"] for r in rows if "cells" in r), digits=2))
     print(common.table([summary], digits=3))
     common.write_results("overhead", {"train_texts": n_train, "params": params, "runs": rows, "summary": summary,
                                       "default_size": default}, started, load_start)

@@ -71,7 +71,8 @@ def training(r: dict[str, Any]) -> list[str]:
         f"{s['time_ratio_per_epoch']:.2f}× per epoch (goal ≤ 0.4×); interleaved single steps "
         f"({steps['pairs']} pairs): {steps['ratio_dynamic_vs_max_length']:.2f}× "
         f"({steps['median_seconds_per_step']['dynamic']:.2f} s vs {steps['median_seconds_per_step']['max_length']:.2f}"
-        f" s). Test accuracy difference {s['accuracy_difference']:+.4f} (≈1 s.e. = {s['accuracy_difference_se']:.3f}).",
+        f" s). Test accuracy difference {s['accuracy_difference']:+.4f} (sampling s.e. of one accuracy on this split "
+        f"{s.get('accuracy_se', float('nan')):.3f}; one short epoch leaves run-to-run training noise on top).",
         "",
     ]
 
@@ -91,6 +92,9 @@ def overhead(r: dict[str, Any]) -> list[str]:
         "so the added overhead is "
         f"**{100 * d['added_share']:.1f} %** ({100 * d2['added_share']:.1f} %) of training time (goal ≤ 10 %); "
         f"the runner's whole fixed cost is {100 * d['runner_fixed_share']:.1f} %.", "",
+        "Where the runner's time goes (Papermill cell timings of its first train notebook; the kernel's start "
+        "and the runner's own logging and HTML render come on top):", "",
+        common.table(next(x["cells"] for x in r["runs"] if "cells" in x), digits=2), "",
     ]
 
 
