@@ -106,7 +106,7 @@ def write_results(name: str, payload: dict[str, Any], started: float, load_start
         "benchmark": name,
         "finished_at": datetime.now(UTC).isoformat(timespec="seconds"),
         "quick": QUICK,
-        "command": " ".join([Path(sys.executable).name, *sys.argv]),
+        "command": " ".join(["BENCH_QUICK=1"] * QUICK + ["python", "-m", f"bench.{name}", *sys.argv[1:]]),
         "wall_seconds": round(time.perf_counter() - started, 1),
         "loadavg_start": load_start,
         "loadavg_end": loadavg(),

@@ -6,7 +6,7 @@ both), alternating A/B per round.  What the runner adds is measured as its fixed
 (wall − training seconds), minus the plain script's fixed part; the share at the default
 size is extrapolated from the measured seconds per step and per validation pass.
 
-    python -m bench.overhead        # 320 training texts, 2 rounds; BENCH_QUICK=1: 160, 1 round
+    python -m bench.overhead        # 160 training texts, 2 rounds; BENCH_QUICK=1: 96, 1 round
 """
 
 from __future__ import annotations
@@ -99,7 +99,7 @@ def extrapolate(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
 
 def main() -> None:
     started, load_start = time.perf_counter(), common.loadavg()
-    n_train, rounds = (160, 1) if common.QUICK else (320, 2)
+    n_train, rounds = (96, 1) if common.QUICK else (160, 2)
     params = {"max_train_samples": n_train, "epochs": 1, "early_stopping_patience": 0}
     print(f"train step at {n_train} texts × 1 epoch (defaults otherwise), {rounds} round(s) of plain / runner",
           flush=True)

@@ -5,7 +5,7 @@ epoch each, ``max_length=128``, then each model's test-split accuracy.  A second
 interleaved measurement alternates single optimizer steps of the two paddings on the same
 batches, so that the step-time ratio does not depend on load drifting between the runs.
 
-    python -m bench.training        # 2000 training texts; BENCH_QUICK=1: 500
+    python -m bench.training        # 2000 training texts; BENCH_QUICK=1: 320
 """
 
 from __future__ import annotations
@@ -95,8 +95,8 @@ def main() -> None:
     import torch
 
     started, load_start = time.perf_counter(), common.loadavg()
-    n_train = 500 if common.QUICK else 2000
-    pairs = 3 if common.QUICK else 6
+    n_train = 320 if common.QUICK else 2000
+    pairs = 3 if common.QUICK else 4
     print(f"training {n_train} texts × 1 epoch, batch 32, max_length {MAX_LENGTH}, torch threads "
           f"{torch.get_num_threads()}", flush=True)
     steps = interleaved_steps(pairs, n_train)
