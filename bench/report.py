@@ -110,8 +110,51 @@ def quality(r: dict[str, Any]) -> list[str]:
     ]
 
 
+PROPOSED = "app-onnx-int8+mb"  # BACKEND=onnx-int8 MICRO_BATCH_MS=3
+DEFAULT = "app-torch"
+
+
+def goals() -> list[str]:
+    """One row per goal of issue 6: the measured value and whether it is met."""
+    rows: list[dict[str, Any]] = []
+
+    def add(goal: str, value: float | None, target: str, met: bool | None, note: str = "") -> None:
+        rows.append({"goal": goal, "measured": "n/a" if value is None else f"{value:.2f}", "target": target,
+                     "met": "n/a" if met is None else ("yes" if met else "NO"), "conditions": note})
+
+    if (r := _load("serving")) is not None:
+        by = {x["server"]: x for x in r["ratios"]}
+        for server in (PROPOSED, DEFAULT):
+            x = by.get(server, {})
+            for text in ("short", "long"):
+                v = x.get(f"rps_x_mlflow_{text}_c8")
+                add(f"{server}: req/s at 8 clients ÷ mlflow ({text})", v, "≥ 3", None if v is None else v >= 3,
+                    "long: 9 windows vs mlflow's 1" if text == "long" else "")
+            v = x.get("p50_x_floor")
+            add(f"{server}: /predict p50 (1 sentence) ÷ fastest bare forward", v, "≤ 2",
+                None if v is None else v <= 2, f"floor {r['floor_fastest_short_forward']['variant']} "
+                f"{r['floor_fastest_short_forward']['p50_ms']:.2f} ms")
+        trunc = by.get(f"{PROPOSED}-trunc", {}).get("rps_x_mlflow_long_c8")
+        add(f"{PROPOSED}-trunc: req/s at 8 clients ÷ mlflow (long, like for like)", trunc, "≥ 3",
+            None if trunc is None else trunc >= 3, "LONG_TEXT_STRATEGY=truncate, as mlflow")
+    if (r := _load("training")) is not None:
+        v = r["summary"]["time_ratio_per_epoch"]
+        add("training epoch time, dynamic ÷ max_length padding", v, "≤ 0.4", v <= 0.4,
+            f"{r['runs'][0]['train_texts']} texts × 1 epoch; accuracy {r['runs'][0]['test_accuracy']:.3f} vs "
+            f"{r['runs'][1]['test_accuracy']:.3f}")
+    if (r := _load("overhead")) is not None:
+        v = 100 * r["default_size"]["max"]["added_share"]
+        add("pipeline overhead at the default size, % of training time", v, "≤ 10", v <= 10,
+            f"+{r['summary']['runner_added_seconds']:.0f} s; extrapolated from {r['train_texts']} texts")
+    if not rows:
+        return []
+    load = {n: _load(n)["loadavg_start"][0] for n in ("serving", "training", "overhead") if _load(n)}
+    return ["### Goals at a glance", f"_1-min load average at the start of each benchmark: {load}_", "",
+            common.table(rows, ["goal", "measured", "target", "met", "conditions"]), ""]
+
+
 def render() -> str:
-    parts = [BEGIN, ""]
+    parts = [BEGIN, "", *goals()]
     for name, fn in (("quality", quality), ("serving", serving), ("inprocess", inprocess), ("training", training),
                      ("overhead", overhead)):
         r = _load(name)
