@@ -42,8 +42,15 @@ def serving(r: dict[str, Any]) -> list[str]:
         "", f"Ratios (goals: rps at 8 clients ≥ 3× mlflow; /predict p50 of one sentence ≤ 2× the fastest bare "
         f"forward, here {floor['variant']} at {floor['p50_ms']:.2f} ms):", "",
         common.table(r["ratios"], digits=2), "",
-        "In-process floor, same run (half before, half after the load tests; `tN` = N threads):", "",
+        "HTTP stack alone, same run (`/health`; mlflow: `/ping`; one client):", "",
+        common.table([{"server": k, **v} for k, v in r.get("http_floor", {}).items()],
+                     ["server", "p50_ms", "p95_ms", "n"], 2), "",
+        "In-process floor, same run (half before, half after the load tests; `tN` = N threads; `forward` = the "
+        "model on ready-padded inputs, `predict_proba` = the whole Scorer call with tokenization and windows):", "",
         common.table(_floor_rows(r["floor"]), ["call", "text", "variant", "p50_ms", "p95_ms", "n"], 2), "",
+        *([ "Tokenization, same run (8 texts: 4 sentences, 4 three-snippet reviews):", "",
+            common.table([{"step": k, **v} for k, v in r["tokenization"].items()], ["step", "p50_ms", "p95_ms", "n"],
+                         3), ""] if "tokenization" in r else []),
     ]
 
 
@@ -134,6 +141,9 @@ def goals() -> list[str]:
             add(f"{server}: /predict p50 (1 sentence) ÷ fastest bare forward", v, "≤ 2",
                 None if v is None else v <= 2, f"floor {r['floor_fastest_short_forward']['variant']} "
                 f"{r['floor_fastest_short_forward']['p50_ms']:.2f} ms")
+        nolog = by.get(f"{PROPOSED}-nolog", {}).get("p50_x_floor")
+        add(f"{PROPOSED}-nolog: /predict p50 (1 sentence) ÷ fastest bare forward", nolog, "≤ 2",
+            None if nolog is None else nolog <= 2, "INFERENCE_LOG=false: what the inference log costs")
         trunc = by.get(f"{PROPOSED}-trunc", {}).get("rps_x_mlflow_long_c8")
         add(f"{PROPOSED}-trunc: req/s at 8 clients ÷ mlflow (long, like for like)", trunc, "≥ 3",
             None if trunc is None else trunc >= 3, "LONG_TEXT_STRATEGY=truncate, as mlflow")

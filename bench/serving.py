@@ -36,6 +36,8 @@ APP_VARIANTS: dict[str, dict[str, str]] = {
     "app-onnx-int8+mb": {"BACKEND": "onnx-int8", "MICRO_BATCH_MS": "3"},
     # what mlflow does with a long text (its first max_length tokens only): the like-for-like long-text peer
     "app-onnx-int8+mb-trunc": {"BACKEND": "onnx-int8", "MICRO_BATCH_MS": "3", "LONG_TEXT_STRATEGY": "truncate"},
+    # the inference log's cost per request (SQLite writer thread + token statistics)
+    "app-onnx-int8+mb-nolog": {"BACKEND": "onnx-int8", "MICRO_BATCH_MS": "3", "INFERENCE_LOG": "false"},
 }
 WARMUP_SECONDS = 3.0
 
@@ -188,6 +190,22 @@ async def load_tests(servers: list[Server], texts: dict[str, str], rounds: int, 
     return {"rows": rows}
 
 
+async def http_floor(servers: list[Server], n: int) -> dict[str, dict[str, float]]:
+    """Latency of the cheapest endpoint (``/health``, mlflow's ``/ping``) with one client: the HTTP stack alone."""
+    out = {}
+    async with aiohttp.ClientSession() as session:
+        for server in servers:
+            path = "/ping" if server.is_mlflow else "/health"
+            samples = []
+            for _ in range(n):
+                start = time.perf_counter()
+                async with session.get(server.url + path) as response:
+                    await response.read()
+                samples.append(time.perf_counter() - start)
+            out[server.name] = common.latency_stats(samples)
+    return out
+
+
 def ratios(rows: list[dict[str, Any]], floor_ms: float) -> list[dict[str, Any]]:
     """Per app variant: throughput at 8 clients vs mlflow, /predict p50 (1 sentence, 1 client) vs the floor."""
     def cell(server: str, text: str, clients: int) -> dict[str, Any] | None:
@@ -226,7 +244,10 @@ def main() -> None:
         models = inprocess.Models()
         floor_before = inprocess.measure_floor(models, texts, floor_rounds // 2)
         results = asyncio.run(load_tests(servers, texts, rounds, seconds))
+        results["http_floor"] = asyncio.run(http_floor(servers, 100 if common.QUICK else 300))
         floor_after = inprocess.measure_floor(models, texts, floor_rounds // 2)
+        tokenization = inprocess.measure_tokenization(models, [texts["short"]] * 4 + [inprocess.long_review(3)] * 4,
+                                                      floor_rounds)
     finally:
         for server in servers:
             server.stop()
@@ -236,6 +257,9 @@ def main() -> None:
     print("\nload tests (requests/s and latency in ms)")
     print(common.table(results["rows"], ["server", "text", "clients", "rps", "p50_ms", "p95_ms", "p99_ms", "n",
                                          "errors"], 1))
+    print("\nHTTP stack alone (/health, mlflow /ping; 1 client)")
+    print(common.table([{"server": k, **v} for k, v in results["http_floor"].items()],
+                       ["server", "p50_ms", "p95_ms", "n"]))
     print(f"\nin-process floor (fastest bare forward, one sentence: {floor_name} {floor_ms:.2f} ms)")
     print(common.table(inprocess.floor_rows(floor)))
     print("\nratios (goals: rps ≥ 3× mlflow at 8 clients; p50 ≤ 2× floor)")
@@ -244,7 +268,8 @@ def main() -> None:
         "model_version": info["version"], "max_length": info["params"].get("max_length"),
         "texts": {k: {"chars": len(v), **floor["windows"][k]} for k, v in texts.items()},
         "rounds": rounds, "seconds_per_round": seconds, "servers": names, "app_variants": APP_VARIANTS,
-        "floor": floor, "floor_fastest_short_forward": {"variant": floor_name, "p50_ms": floor_ms}, **results,
+        "floor": floor, "floor_fastest_short_forward": {"variant": floor_name, "p50_ms": floor_ms},
+        "tokenization": tokenization, **results,
     }
     common.write_results("serving", payload, started, load_start)
 

@@ -1,7 +1,8 @@
 """ONNX Runtime backend: export a logged model, quantize it to int8, score with it.
 
-* :func:`export_onnx` writes the classifier as ONNX (legacy TorchScript exporter,
-  dynamic batch and sequence axes) with its inputs named **in the model's
+* :func:`export_onnx` writes the classifier as ONNX (the TorchScript exporter,
+  ``dynamo=False``: torch 2.13's default dynamo exporter needs ``onnxscript``, which
+  is not installed; dynamic batch and sequence axes) with its inputs named **in the model's
   ``forward`` order** (``input_ids, attention_mask, token_type_ids``), not the
   tokenizer's (``input_ids, token_type_ids, attention_mask``);
 * :func:`quantize_int8` applies ONNX Runtime's dynamic int8 quantization;
@@ -39,7 +40,9 @@ from pipelines.inference import POSITIVE, Scorer, ScoringConfig
 
 ONNX_DIR = "onnx"
 FILES = {False: "model.onnx", True: "model.int8.onnx"}
-TAG = "onnx"  # version tags: onnx.run_id, onnx.path, onnx.int8_path, onnx.opset, onnx.max_abs_diff…
+# version tags: onnx.run_id (run holding the files), onnx.path, onnx.int8_path, onnx.opset, onnx.inputs,
+# onnx.max_abs_diff (fp32 vs torch, logits), onnx.int8_max_abs_diff (int8 vs torch, P(positive)) on CHECK_TEXTS
+TAG = "onnx"
 OPSET = 17
 THREADS_ENV = "ONNX_THREADS"  # intra-op threads of ONNX Runtime sessions; 0 / unset = ONNX Runtime's default
 CHECK_TEXTS = (
