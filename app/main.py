@@ -142,14 +142,10 @@ async def _score(request: Request, texts: list[str], endpoint: str) -> tuple[lis
     predictions = [label_and_confidence(p) for p in probs]
     state.metrics.observe_predictions(predictions, texts)
     if writer is not None:
-        ts, ident = inference_log.utcnow(), model.identity
-        writer.submit([
-            {"ts": ts, "model_name": ident.name, "model_version": ident.version, "endpoint": endpoint,
-             "n_chars": len(text), "n_tokens": n_tokens, "unk_ratio": unk, "label": pred["sentiment"],
-             "confidence": pred["confidence"], "p_positive": float(p), "latency_ms": latency_ms,
-             "text": text if settings.log_raw_text else None}
-            for text, p, pred, (n_tokens, unk) in zip(texts, probs, predictions, stats, strict=True)
-        ])
+        writer.submit(inference_log.prediction_rows(
+            texts, probs, predictions, stats, model_name=model.identity.name, model_version=model.identity.version,
+            endpoint=endpoint, latency_ms=latency_ms, log_text=settings.log_raw_text,
+        ))
     return predictions, model
 
 

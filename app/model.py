@@ -23,7 +23,7 @@ import numpy as np
 from app.settings import Settings
 from pipelines.backends import ScorerLike, load_scorer
 from pipelines.export import MANIFEST, ModelIdentity, read_manifest, resolve
-from pipelines.profile import text_features
+from pipelines.profile import token_stats
 from pipelines.registry import now
 
 log = logging.getLogger("app.model")
@@ -47,12 +47,6 @@ class LoadedModel:
             probs = self.scorer.predict_proba(list(texts))
             stats = token_stats(self.scorer.tokenizer, texts) if with_stats else []
         return probs, stats
-
-
-def token_stats(tokenizer: Any, texts: Sequence[str]) -> list[tuple[int, float]]:
-    """(tokens, unknown-token ratio) per text, measured exactly as the reference profile measures them."""
-    features = text_features(tokenizer, texts)
-    return list(zip(features["n_tokens"].tolist(), features["unk_ratio"].tolist(), strict=True))
 
 
 @dataclass

@@ -15,6 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines import inference_log, tracking
 from pipelines.backends import BACKENDS
+from pipelines.config import LONG_TEXT_PATTERN
 
 
 def _default_threads() -> int:
@@ -52,7 +53,7 @@ class Settings(BaseSettings):
     log_raw_text: bool = False
     log_queue_size: int = Field(10_000, ge=1, description="rows buffered for the log writer before dropping")
     # long-text scoring: None = what the model was saved with
-    long_text_strategy: str | None = Field(None, pattern="^(truncate|head_tail|sliding_window)$")
+    long_text_strategy: str | None = Field(None, pattern=LONG_TEXT_PATTERN)
     window_stride: int | None = Field(None, ge=0)
     max_windows: int | None = Field(None, ge=1)
     max_length: int | None = Field(None, ge=8, le=512)

@@ -10,11 +10,13 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines import registry, tracking
-from pipelines.config import ConfigError, build_config, defaults
+from pipelines.config import ConfigError, PipelineConfig, build_config, defaults
+from pipelines.steps import StepFailed
 
 
-def _param_pairs(pairs: list[list[str]] | None) -> dict[str, str]:
-    return {name: value for name, value in (pairs or [])}
+def _config(args: argparse.Namespace) -> PipelineConfig:
+    """Defaults < ``--config`` file < ``-p NAME VALUE`` overrides."""
+    return build_config({name: value for name, value in (args.parameter or [])}, args.config)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -25,28 +27,26 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.runner import TRAINING_STEPS, StepFailed, run_pipeline
+def _print_json(data: dict) -> None:
+    print(json.dumps(data, indent=2, default=str), flush=True)
 
-    cfg = build_config(_param_pairs(args.parameter), args.config)
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from pipelines.runner import TRAINING_STEPS, run_pipeline
+
+    cfg = _config(args)
     steps = tuple(s.strip() for s in args.steps.split(",")) if args.steps else TRAINING_STEPS
     unknown = [s for s in steps if s not in TRAINING_STEPS]
     if unknown:
         raise ConfigError(f"--steps: unknown step(s) {unknown}; choose from {', '.join(TRAINING_STEPS)}")
-    try:
-        kwargs = {"notebooks_dir": Path(args.notebooks_dir).resolve()} if args.notebooks_dir else {}
-        result = run_pipeline(cfg, steps, output_dir=args.output_dir, **kwargs)
-    except StepFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        print("The alias was not moved; later steps did not run.", file=sys.stderr)
-        return 1
-    print(json.dumps({"parent_run_id": result.parent_run_id, "output_dir": str(result.output_dir),
-                      "steps": result.steps}, indent=2, default=str))
+    kwargs = {"notebooks_dir": Path(args.notebooks_dir).resolve()} if args.notebooks_dir else {}
+    result = run_pipeline(cfg, steps, output_dir=args.output_dir, **kwargs)
+    _print_json({"parent_run_id": result.parent_run_id, "output_dir": str(result.output_dir), "steps": result.steps})
     return 0
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    cfg = build_config(_param_pairs(args.parameter), args.config)
+    cfg = _config(args)
     tracking.setup(cfg.tracking_uri)
     old, new = registry.rollback(cfg.registered_model_name, cfg.alias, args.to_version or "")
     print(f"{cfg.registered_model_name}@{cfg.alias}: v{old} -> v{new}")
@@ -54,7 +54,7 @@ def cmd_rollback(args: argparse.Namespace) -> int:
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    cfg = build_config(_param_pairs(args.parameter), args.config)
+    cfg = _config(args)
     tracking.setup(cfg.tracking_uri)
     print(json.dumps(registry.history(cfg.registered_model_name), indent=2))
     return 0
@@ -63,7 +63,7 @@ def cmd_history(args: argparse.Namespace) -> int:
 def cmd_export(args: argparse.Namespace) -> int:
     from pipelines.export import export_model
 
-    cfg = build_config(_param_pairs(args.parameter), args.config)
+    cfg = _config(args)
     tracking.setup(cfg.tracking_uri)
     uri = args.model_uri or f"models:/{cfg.registered_model_name}@{cfg.alias}"
     try:
@@ -74,22 +74,13 @@ def cmd_export(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_json(data: dict) -> None:
-    print(json.dumps(data, indent=2, default=str), flush=True)
-
-
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Drift check of the production window; stdout is the verdict JSON only (progress goes to stderr)."""
     from pipelines import monitoring
-    from pipelines.runner import StepFailed
 
-    cfg = build_config(_param_pairs(args.parameter), args.config)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            verdict = monitoring.run_monitor(cfg, args.output_dir)
-    except StepFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    cfg = _config(args)
+    with contextlib.redirect_stdout(sys.stderr):
+        verdict = monitoring.run_monitor(cfg, args.output_dir)
     _print_json(verdict)
     return monitoring.exit_code(verdict)
 
@@ -97,15 +88,10 @@ def cmd_monitor(args: argparse.Namespace) -> int:
 def cmd_retrain_if_drift(args: argparse.Namespace) -> int:
     """Monitor; on drift run train → evaluate → promote; stdout is the summary JSON."""
     from pipelines import monitoring
-    from pipelines.runner import StepFailed
 
-    cfg = build_config(_param_pairs(args.parameter), args.config)
-    try:
-        with contextlib.redirect_stdout(sys.stderr):
-            summary, code = monitoring.retrain_if_drift(cfg, args.output_dir)
-    except StepFailed as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 1
+    cfg = _config(args)
+    with contextlib.redirect_stdout(sys.stderr):
+        summary, code = monitoring.retrain_if_drift(cfg, args.output_dir)
     _print_json(summary)
     return code
 
@@ -113,7 +99,7 @@ def cmd_retrain_if_drift(args: argparse.Namespace) -> int:
 def cmd_profile(args: argparse.Namespace) -> int:
     from pipelines import profile
 
-    cfg = build_config(_param_pairs(args.parameter), args.config)
+    cfg = _config(args)
     tracking.setup(cfg.tracking_uri)
     mv, uri = profile.backfill(cfg)
     print(f"reference profile of {mv.name} v{mv.version}: {uri}")
@@ -186,3 +172,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     except (ConfigError, registry.RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
+    except StepFailed as err:  # its notebook and runs are logged; a failed step never moves the alias
+        print(f"error: {err}", file=sys.stderr)
+        print("The alias was not moved; later steps did not run.", file=sys.stderr)
+        return 1

@@ -18,6 +18,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
 EMBEDDED_DATASET = "embedded:rotten_tomatoes"
 PROMOTION_METRICS = ("accuracy", "roc_auc", "f1", "precision", "recall")
+LONG_TEXT_STRATEGIES = ("truncate", "head_tail", "sliding_window")  # see pipelines.inference
+LONG_TEXT_PATTERN = f"^({'|'.join(LONG_TEXT_STRATEGIES)})$"
 
 
 class ConfigError(ValueError):
@@ -61,7 +63,7 @@ class PipelineConfig(BaseModel):
     num_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
 
     # long texts (scoring, shared by evaluation and serving)
-    long_text_strategy: str = Field("sliding_window", pattern="^(truncate|head_tail|sliding_window)$")
+    long_text_strategy: str = Field("sliding_window", pattern=LONG_TEXT_PATTERN)
     window_stride: int = Field(16, ge=0, description="tokens shared by consecutive windows")
     max_windows: int = Field(16, ge=1)
 

@@ -21,7 +21,7 @@ import mlflow
 from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
-from pipelines.registry import RegistryError, model_uri, now
+from pipelines.registry import RegistryError, model_uri, now, recorded_metrics
 
 MANIFEST = "registered_model.json"
 _REGISTRY_URI = re.compile(r"^models:/(?P<name>[^/@]+)(?:@(?P<alias>[^/]+)|/(?P<version>\d+))/?$")
@@ -50,18 +50,6 @@ def parse_registry_uri(uri: str) -> tuple[str, str, str] | None:
     return match["name"], match["alias"] or "", match["version"] or ""
 
 
-def eval_metrics(tags: dict[str, str]) -> dict[str, float]:
-    """The numeric ``eval.<metric>`` tags of a version (digest, run id and time left out)."""
-    out: dict[str, float] = {}
-    for key, value in tags.items():
-        if key.startswith("eval."):
-            try:
-                out[key.removeprefix("eval.")] = float(value)
-            except ValueError:
-                continue
-    return out
-
-
 def resolve(uri: str) -> ModelIdentity:
     """The registered version a ``models:/`` URI means now (an alias is looked up in the registry).
 
@@ -78,7 +66,7 @@ def resolve(uri: str) -> ModelIdentity:
         raise RegistryError(f"{uri}: {err.message}") from err
     return ModelIdentity(
         name=mv.name, version=str(mv.version), alias=alias, run_id=mv.run_id or "",
-        source=model_uri(mv.name, mv.version), metrics=eval_metrics(dict(mv.tags)),
+        source=model_uri(mv.name, mv.version), metrics=recorded_metrics(dict(mv.tags)),
     )
 
 

@@ -7,7 +7,7 @@ in) and one row per feedback label; monitoring and retraining read them back.
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from contextlib import closing
 from datetime import UTC, datetime
 from pathlib import Path
@@ -76,6 +76,34 @@ def append_predictions(conn: sqlite3.Connection, rows: Iterable[dict[str, Any]])
     with conn:
         conn.executemany(f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({placeholders})", values)
     return len(values)
+
+
+def prediction_rows(
+    texts: Sequence[str],
+    probs: Sequence[float],
+    predictions: Sequence[dict[str, Any]],
+    stats: Sequence[tuple[int, float]],
+    *,
+    model_name: str,
+    model_version: str,
+    endpoint: str,
+    latency_ms: float,
+    log_text: bool = False,
+    ts: str | None = None,
+) -> list[dict[str, Any]]:
+    """One log row per scored text: the serving app and replays (monitoring tests) both write these.
+
+    ``predictions`` are ``label_and_confidence`` results, ``stats`` (tokens, unknown-token ratio)
+    pairs from ``pipelines.profile.token_stats``; raw text only with ``log_text``.
+    """
+    ts = ts or utcnow()
+    return [
+        {"ts": ts, "model_name": model_name, "model_version": str(model_version), "endpoint": endpoint,
+         "n_chars": len(text), "n_tokens": int(n_tokens), "unk_ratio": float(unk), "label": pred["sentiment"],
+         "confidence": pred["confidence"], "p_positive": float(p), "latency_ms": latency_ms,
+         "text": text if log_text else None}
+        for text, p, pred, (n_tokens, unk) in zip(texts, probs, predictions, stats, strict=True)
+    ]
 
 
 def add_feedback(conn: sqlite3.Connection, text: str, label: int) -> int:

@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from pipelines.config import LONG_TEXT_STRATEGIES
 from pipelines.inference import Scorer, ScoringConfig
 from pipelines.metrics import classification_metrics
 
-STRATEGIES = ("truncate", "head_tail", "sliding_window")
+STRATEGIES = LONG_TEXT_STRATEGIES
 
 
 def movie_names(path: Any = None) -> pd.DataFrame:

@@ -24,7 +24,8 @@ from matplotlib.figure import Figure
 from pipelines import inference_log
 from pipelines.config import ConfigError, PipelineConfig
 from pipelines.drift import reference_values
-from pipelines.profile import text_features
+from pipelines.inference import label_and_confidence
+from pipelines.profile import token_stats
 
 # exit status of `python -m pipelines monitor` (1 = the monitor step failed, 2 = bad parameters)
 EXIT_CODES = {"no_drift": 0, "drift": 3, "insufficient_data": 4}
@@ -70,17 +71,11 @@ def score_rows(
     started = time.perf_counter()
     probs = scorer.predict_proba(list(texts))
     latency = (time.perf_counter() - started) * 1000 / max(1, len(texts))
-    features = text_features(scorer.tokenizer, texts)
-    rows = []
-    for text, p, (_, f) in zip(texts, probs, features.iterrows(), strict=True):
-        label = "Positive" if p >= 0.5 else "Negative"
-        rows.append({
-            "ts": ts or inference_log.utcnow(), "model_name": model_name, "model_version": str(model_version),
-            "endpoint": endpoint, "n_chars": int(f["n_chars"]), "n_tokens": int(f["n_tokens"]),
-            "unk_ratio": float(f["unk_ratio"]), "label": label, "confidence": float(p if p >= 0.5 else 1 - p),
-            "p_positive": float(p), "latency_ms": latency, "text": text if log_text else None,
-        })
-    return rows
+    return inference_log.prediction_rows(
+        texts, probs, [label_and_confidence(p) for p in probs], token_stats(scorer.tokenizer, texts),
+        model_name=model_name, model_version=str(model_version), endpoint=endpoint, latency_ms=latency,
+        log_text=log_text, ts=ts,
+    )
 
 
 def exit_code(verdict: dict[str, Any]) -> int:

@@ -61,6 +61,12 @@ def text_features(tokenizer: Any, texts: Sequence[str]) -> pd.DataFrame:
     })
 
 
+def token_stats(tokenizer: Any, texts: Sequence[str]) -> list[tuple[int, float]]:
+    """(``n_tokens``, ``unk_ratio``) per text, as :func:`text_features` measures them."""
+    features = text_features(tokenizer, texts)
+    return list(zip(features["n_tokens"].tolist(), features["unk_ratio"].tolist(), strict=True))
+
+
 def words(text: str) -> list[str]:
     """Lower-cased word tokens (letters, inner apostrophes), the unit of the vocabulary profile."""
     return _WORD.findall(str(text).lower())
@@ -226,9 +232,9 @@ def backfill(cfg: Any) -> tuple[Any, str]:
     import mlflow
 
     from pipelines import registry
+    from pipelines.backends import load_scorer
     from pipelines.config import build_config
     from pipelines.data import load_splits
-    from pipelines.inference import Scorer
 
     mv = registry.get_version(cfg.registered_model_name, cfg.model_version) if cfg.model_version else (
         registry.alias_version(cfg.registered_model_name, cfg.alias))
@@ -236,5 +242,5 @@ def backfill(cfg: Any) -> tuple[Any, str]:
         raise registry.RegistryError(f"{cfg.registered_model_name}@{cfg.alias} does not exist")
     logged = mlflow.MlflowClient().get_run(mv.run_id).data.params if mv.run_id else {}
     data_cfg = build_config({**cfg.model_dump(), **{k: logged[k] for k in DATA_PARAMETERS if k in logged}})
-    model, tokenizer = registry.load_components(registry.model_uri(mv.name, mv.version))
-    return mv, log_for_version(Scorer(model, tokenizer), load_splits(data_cfg), mv)
+    scorer = load_scorer(registry.model_uri(mv.name, mv.version))
+    return mv, log_for_version(scorer, load_splits(data_cfg), mv)

@@ -5,21 +5,20 @@ from __future__ import annotations
 from mlflow.entities.model_registry import ModelVersion
 
 from pipelines import registry
+from pipelines.backends import load_scorer
 from pipelines.config import PipelineConfig
-from pipelines.data import load_splits
+from pipelines.data import Splits, load_splits
 from pipelines.evaluation import evaluate_scorer
-from pipelines.inference import Scorer
 
 
-def scores_on(mv: ModelVersion, digest: str, cfg: PipelineConfig, run_id: str) -> dict[str, float]:
-    """The version's test metrics on ``digest``: recorded ones, else measured now (and recorded)."""
+def scores_on(mv: ModelVersion, splits: Splits, run_id: str) -> dict[str, float]:
+    """The version's test metrics on ``splits.test``: recorded ones, else measured now (and recorded)."""
+    digest = splits.digest
     recorded = registry.eval_metrics(mv, digest)
     if recorded is not None:
         return recorded
     print(f"v{mv.version} has no metrics on test split {digest}: scoring it now")
-    splits = load_splits(cfg)
-    model, tokenizer = registry.load_components(registry.model_uri(mv.name, mv.version))
-    metrics = evaluate_scorer(Scorer(model, tokenizer), splits.test).metrics
+    metrics = evaluate_scorer(load_scorer(registry.model_uri(mv.name, mv.version)), splits.test).metrics
     registry.record_evaluation(mv.name, mv.version, metrics, digest, run_id)
     return metrics
 
@@ -29,12 +28,12 @@ def gather(cfg: PipelineConfig, run_id: str = "") -> tuple[ModelVersion, ModelVe
     candidate = registry.get_version(cfg.registered_model_name, cfg.model_version)
     if candidate.status != "READY":
         raise registry.RegistryError(f"candidate v{candidate.version} is {candidate.status}, not READY")
-    digest = load_splits(cfg).digest
-    scores = {f"candidate v{candidate.version}": scores_on(candidate, digest, cfg, run_id)}
+    splits = load_splits(cfg)
+    scores = {f"candidate v{candidate.version}": scores_on(candidate, splits, run_id)}
     champion = registry.alias_version(cfg.registered_model_name, cfg.alias)
     if champion is not None and champion.version != candidate.version:
-        scores[f"{cfg.alias} v{champion.version}"] = scores_on(champion, digest, cfg, run_id)
-    return candidate, champion, scores, digest
+        scores[f"{cfg.alias} v{champion.version}"] = scores_on(champion, splits, run_id)
+    return candidate, champion, scores, splits.digest
 
 
 def decide_and_apply(

@@ -64,14 +64,17 @@ def set_tags(name: str, version: str | int, tags: dict[str, Any]) -> None:
         c.set_model_version_tag(name, str(version), key, value if isinstance(value, str) else json.dumps(value))
 
 
+def recorded_metrics(tags: dict[str, str]) -> dict[str, float]:
+    """The ``eval.<metric>`` tags of a version (those present), as numbers."""
+    return {m: float(tags[f"eval.{m}"]) for m in METRIC_NAMES if f"eval.{m}" in tags}
+
+
 def eval_metrics(mv: ModelVersion, test_digest: str) -> dict[str, float] | None:
-    """The version's recorded test metrics if they were measured on ``test_digest``."""
+    """The version's recorded test metrics if all were measured on ``test_digest``."""
     if mv.tags.get("eval.test_digest") != test_digest:
         return None
-    try:
-        return {m: float(mv.tags[f"eval.{m}"]) for m in METRIC_NAMES}
-    except KeyError:
-        return None
+    metrics = recorded_metrics(mv.tags)
+    return metrics if len(metrics) == len(METRIC_NAMES) else None
 
 
 def record_evaluation(name: str, version: str, metrics: dict[str, float], test_digest: str, run_id: str) -> None:

@@ -26,20 +26,12 @@ from nbconvert import HTMLExporter
 from pipelines import tracking
 from pipelines.config import PipelineConfig
 from pipelines.data import load_dataset, looks_like_path
-from pipelines.steps import RUNNER_PARAMETERS
+from pipelines.steps import RUNNER_PARAMETERS, StepFailed
 
 NOTEBOOKS_DIR = tracking.PROJECT_ROOT / "notebooks"
 TRAINING_STEPS = ("eda", "train", "evaluate", "promote")
 RETRAIN_STEPS = ("train", "evaluate", "promote")
 MONITOR_STEPS = ("monitor",)
-
-
-class StepFailed(RuntimeError):
-    """A notebook step raised; its executed notebook was logged."""
-
-    def __init__(self, step: str, notebook: Path, run_id: str, cause: str):
-        super().__init__(f"step {step!r} failed: {cause} (executed notebook: {notebook}, MLflow run {run_id})")
-        self.step, self.notebook, self.run_id = step, notebook, run_id
 
 
 @dataclass

@@ -21,6 +21,14 @@ from pipelines.config import PipelineConfig, build_config
 RUNNER_PARAMETERS = ("mlflow_run_id", "result_path")
 
 
+class StepFailed(RuntimeError):
+    """A notebook step raised; its executed notebook was logged."""
+
+    def __init__(self, step: str, notebook: Path, run_id: str, cause: str):
+        super().__init__(f"step {step!r} failed: {cause} (executed notebook: {notebook}, MLflow run {run_id})")
+        self.step, self.notebook, self.run_id = step, notebook, run_id
+
+
 def config_from_parameters(namespace: dict[str, Any]) -> PipelineConfig:
     """Build the validated config from a notebook's parameter variables.
 
