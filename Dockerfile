@@ -35,7 +35,7 @@ COPY --from=build /opt/venv /opt/venv
 COPY build/docker/dist/ /tmp/dist/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-index --no-deps /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && /opt/venv/bin/python -c "import app.main, pipelines.backends, pipelines.export"
+    && /opt/venv/bin/python -c "import app.main, pipelines.backends, pipelines.export, pipelines.onnx_backend"
 # the model, root-owned and read-only for the server (docker/build-image.sh makes the files
 # world-readable: the weights are saved 0600)
 COPY build/docker/model/ /opt/model/

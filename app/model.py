@@ -127,7 +127,8 @@ class ModelManager:
                  self.settings.backend)
         start = time.perf_counter()
         try:
-            scorer = load_scorer(identity.source, self.settings.backend, **self.settings.scoring_overrides())
+            scorer = load_scorer(identity.source, self.settings.backend, threads=self.settings.onnx_threads,
+                                 **self.settings.scoring_overrides())
             _smoke_test(scorer)
         except Exception as err:  # any failure leaves the served model in place
             return self._failed(origin, previous, identity.version, fingerprint, f"{type(err).__name__}: {err}")

@@ -15,7 +15,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from pipelines import inference_log, tracking
 from pipelines.backends import BACKENDS
-from pipelines.config import LONG_TEXT_PATTERN
+from pipelines.config import DEFAULT_BACKEND, LONG_TEXT_PATTERN
 
 
 def _default_threads() -> int:
@@ -36,16 +36,20 @@ class Settings(BaseSettings):
         validation_alias=AliasChoices("MLFLOW_TRACKING_URI", "TRACKING_URI"),
         description="MLflow tracking/registry store; default: the project's SQLite store",
     )
-    backend: str = Field("torch", description="model runtime, see pipelines.backends.BACKENDS")
+    backend: str = Field(
+        DEFAULT_BACKEND, description="model runtime: onnx-int8 (default), onnx (fp32) or torch; see docs/serving.md"
+    )
     host: str = Field("127.0.0.1", description="bind address of `python -m app` (0.0.0.0 in a container)")
     port: int = Field(8000, ge=1, le=65535)
     torch_threads: int = Field(default_factory=_default_threads, ge=1, description="cap on torch threads")
+    onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = ORT's default (all cores)")
     reload_interval_s: float = Field(30.0, ge=0, description="alias polling period; 0 = off")
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = disabled")
     max_text_chars: int = Field(20_000, ge=1)
     max_batch: int = Field(64, ge=1)
     micro_batch_ms: float = Field(
-        0.0, ge=0, le=1000, description="score concurrent requests together, waiting up to N ms for more; 0 = off"
+        3.0, ge=0, le=1000,
+        description="score concurrent requests together, waiting up to N ms for more (a lone one never waits); 0 = off",
     )
     max_body_bytes: int = Field(1_048_576, ge=1)
     inference_db: str = Field("", description="inference log + feedback SQLite file; '' = the default")

@@ -117,8 +117,8 @@ def quality(r: dict[str, Any]) -> list[str]:
     ]
 
 
-PROPOSED = "app-onnx-int8+mb"  # BACKEND=onnx-int8 MICRO_BATCH_MS=3
-DEFAULT = "app-torch"
+PROPOSED = "app"  # the app's defaults: BACKEND=onnx-int8 MICRO_BATCH_MS=3
+DEFAULT = "app-torch"  # the first release's defaults: BACKEND=torch, no micro-batching
 
 
 def goals() -> list[str]:

@@ -28,16 +28,19 @@ import aiohttp
 from bench import common, inprocess
 
 CONCURRENCY = (1, 8)
+# the app's settings that the variants change; any value of them in the caller's environment is dropped
+VARIANT_SETTINGS = ("BACKEND", "MICRO_BATCH_MS", "LONG_TEXT_STRATEGY", "INFERENCE_LOG", "ONNX_THREADS",
+                    "TORCH_THREADS")
 APP_VARIANTS: dict[str, dict[str, str]] = {
-    "app-torch": {"BACKEND": "torch"},
-    "app-onnx": {"BACKEND": "onnx"},
-    "app-onnx-int8": {"BACKEND": "onnx-int8"},
+    "app": {},  # the defaults: BACKEND=onnx-int8, MICRO_BATCH_MS=3 (see app/settings.py)
+    "app-torch": {"BACKEND": "torch", "MICRO_BATCH_MS": "0"},  # the first release's defaults
+    "app-onnx": {"BACKEND": "onnx", "MICRO_BATCH_MS": "0"},
+    "app-onnx-int8": {"BACKEND": "onnx-int8", "MICRO_BATCH_MS": "0"},
     "app-torch+mb": {"BACKEND": "torch", "MICRO_BATCH_MS": "3"},
-    "app-onnx-int8+mb": {"BACKEND": "onnx-int8", "MICRO_BATCH_MS": "3"},
     # what mlflow does with a long text (its first max_length tokens only): the like-for-like long-text peer
-    "app-onnx-int8+mb-trunc": {"BACKEND": "onnx-int8", "MICRO_BATCH_MS": "3", "LONG_TEXT_STRATEGY": "truncate"},
+    "app-trunc": {"LONG_TEXT_STRATEGY": "truncate"},
     # the inference log's cost per request (SQLite writer thread + token statistics)
-    "app-onnx-int8+mb-nolog": {"BACKEND": "onnx-int8", "MICRO_BATCH_MS": "3", "INFERENCE_LOG": "false"},
+    "app-nolog": {"INFERENCE_LOG": "false"},
 }
 WARMUP_SECONDS = 3.0
 
@@ -69,7 +72,8 @@ class Server:
         return self.name == "mlflow"
 
     def start(self) -> None:
-        env = {**os.environ, **common.CHILD_ENV, **self.env}
+        inherited = {k: v for k, v in os.environ.items() if k not in VARIANT_SETTINGS}
+        env = {**inherited, **common.CHILD_ENV, **self.env}
         env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # mlflow execs `uvicorn`
         env.pop("MLFLOW_RUN_ID", None)
         argv = [a.replace("{port}", str(self.port)) for a in self.argv]

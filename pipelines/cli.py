@@ -10,7 +10,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pipelines import registry, tracking
-from pipelines.config import ConfigError, PipelineConfig, build_config, defaults
+from pipelines.config import BACKEND_NAMES, DEFAULT_BACKEND, ConfigError, PipelineConfig, build_config, defaults
 from pipelines.steps import StepFailed
 
 
@@ -106,6 +106,35 @@ def cmd_profile(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_heldout(args: argparse.Namespace) -> int:
+    """Score a version on held-out real reviews (see pipelines.heldout); record the figures on it."""
+    from pipelines import heldout
+    from pipelines.backends import load_scorer
+    from pipelines.data import load_splits
+    from pipelines.onnx_backend import resolve_version
+
+    cfg = _config(args)
+    tracking.setup(cfg.tracking_uri)
+    uri = args.model_uri or f"models:/{cfg.registered_model_name}@{cfg.alias}"
+    try:
+        archive = heldout.fetch(args.archive)
+    except heldout.HeldoutError as err:
+        raise ConfigError(str(err)) from None
+    except OSError as err:
+        raise ConfigError(f"cannot download {heldout.TARBALL_URL} ({err}); pass --archive PATH to a copy") from None
+    sets = {name: heldout.load_set(archive, name) for name in heldout.SETS}
+    with contextlib.redirect_stdout(sys.stderr):
+        scorer = load_scorer(uri, args.backend)
+        table = heldout.evaluate(scorer, load_splits(cfg).train, sets, cfg.seed)
+    mv = resolve_version(uri)
+    if mv is not None:
+        registry.set_tags(mv.name, mv.version, heldout.tags_for(table, args.backend))
+    print(f"{uri}{f' (v{mv.version})' if mv is not None else ''}, backend {args.backend}, "
+          f"baselines trained on the {len(load_splits(cfg).train)} training texts of {cfg.dataset}:")
+    print(table.round(4).to_string(index=False))
+    return 0
+
+
 def cmd_params(_: argparse.Namespace) -> int:
     print(json.dumps(defaults(), indent=2))
     return 0
@@ -159,6 +188,17 @@ def build_parser() -> argparse.ArgumentParser:
     prof = sub.add_parser("profile", help="compute and log the reference profile of a version that lacks one")
     _add_config_args(prof)
     prof.set_defaults(func=cmd_profile)
+
+    held = sub.add_parser(
+        "heldout", help="score a version on held-out real reviews (IMDb, Yelp, Amazon sentences)",
+        description="Downloads the UCI Sentiment Labelled Sentences once (npm sentiment@5.0.2, sha512-checked) "
+                    "unless --archive gives a copy. See pipelines/heldout.py.",
+    )
+    _add_config_args(held)
+    held.add_argument("--model-uri", help="default: models:/<registered_model_name>@<alias>")
+    held.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES, help="runtime, as BACKEND")
+    held.add_argument("--archive", help="a local sentiment-5.0.2.tgz instead of the download")
+    held.set_defaults(func=cmd_heldout)
 
     params = sub.add_parser("params", help="print every parameter with its default")
     params.set_defaults(func=cmd_params)

