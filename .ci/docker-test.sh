@@ -148,7 +148,8 @@ candidates=()
 [[ -n "${MLFLOW_TRACKING_URI:-}" ]] && candidates+=("$MLFLOW_TRACKING_URI")
 [[ -f "$ROOT/mlflow.db" ]] && candidates+=("sqlite:///$ROOT/mlflow.db")
 # the test suite's store of a model that learned (tests/conftest.py), when kept (CI does)
-test_cache="${SENTIMENT_MLOPS_TEST_CACHE:-}/learned-store"
+learned_cache=$(sed -n 's/^LEARNED_CACHE = "\([^"]*\)".*/\1/p' tests/conftest.py)  # the folder name conftest uses
+test_cache="${SENTIMENT_MLOPS_TEST_CACHE:-}/$learned_cache"
 [[ -n "${SENTIMENT_MLOPS_TEST_CACHE:-}" && -f "$test_cache/READY" ]] && candidates+=("sqlite:///$test_cache/mlflow.db")
 own_store="$OUT/store"
 candidates+=("sqlite:///$own_store/mlflow.db")
