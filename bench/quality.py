@@ -13,8 +13,6 @@ import argparse
 import time
 from typing import Any
 
-import numpy as np
-
 from bench import common
 
 # parameters that change what is trained (a run with all of them at their defaults is a "full default run")
@@ -54,25 +52,11 @@ def pick_version(name: str, version: str = "") -> tuple[Any, str]:
 
 
 def variant_metrics(model_uri: str, splits: Any) -> list[dict[str, Any]]:
-    """Test metrics, scoring time and agreement with PyTorch of each backend."""
-    from pipelines.backends import load_scorer
-    from pipelines.metrics import classification_metrics
+    """Test metrics, scoring time and agreement with PyTorch of each backend (as the evaluate step logs them)."""
+    from pipelines.evaluation import backend_variants
 
-    y = splits.test["label"].to_numpy()
-    texts = splits.test["text"].tolist()
-    rows, reference = [], None
-    for backend in ("torch", "onnx", "onnx-int8"):
-        scorer = load_scorer(model_uri, backend)
-        start = time.perf_counter()
-        probs = scorer.predict_proba(texts)
-        seconds = time.perf_counter() - start
-        reference = probs if reference is None else reference
-        rows.append({
-            "variant": backend, **classification_metrics(y, probs), "scoring_seconds": seconds,
-            "texts_per_s": len(texts) / seconds, "label_agreement_with_torch": float(np.mean(
-                (probs >= 0.5) == (reference >= 0.5))), "max_abs_dp_vs_torch": float(np.abs(probs - reference).max()),
-        })
-    return rows
+    table = backend_variants(model_uri, splits.test, None, ("torch", "onnx", "onnx-int8"))
+    return table.reset_index(names="variant").to_dict("records")
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -27,6 +27,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _model_uri(args: argparse.Namespace, cfg: PipelineConfig) -> str:
+    """``--model-uri``, else the configured registered model's alias."""
+    return args.model_uri or f"models:/{cfg.registered_model_name}@{cfg.alias}"
+
+
 def _print_json(data: dict) -> None:
     print(json.dumps(data, indent=2, default=str), flush=True)
 
@@ -65,7 +70,7 @@ def cmd_export(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     tracking.setup(cfg.tracking_uri)
-    uri = args.model_uri or f"models:/{cfg.registered_model_name}@{cfg.alias}"
+    uri = _model_uri(args, cfg)
     try:
         identity = export_model(uri, args.output, overwrite=args.overwrite)
     except FileExistsError as err:
@@ -115,7 +120,7 @@ def cmd_heldout(args: argparse.Namespace) -> int:
 
     cfg = _config(args)
     tracking.setup(cfg.tracking_uri)
-    uri = args.model_uri or f"models:/{cfg.registered_model_name}@{cfg.alias}"
+    uri = _model_uri(args, cfg)
     try:
         archive = heldout.fetch(args.archive)
     except heldout.HeldoutError as err:
@@ -123,14 +128,14 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError(f"cannot download {heldout.TARBALL_URL} ({err}); pass --archive PATH to a copy") from None
     sets = {name: heldout.load_set(archive, name) for name in heldout.SETS}
+    train = load_splits(cfg).train
     with contextlib.redirect_stdout(sys.stderr):
-        scorer = load_scorer(uri, args.backend)
-        table = heldout.evaluate(scorer, load_splits(cfg).train, sets, cfg.seed)
+        table = heldout.evaluate(load_scorer(uri, args.backend), train, sets, cfg.seed)
     mv = resolve_version(uri)
     if mv is not None:
         registry.set_tags(mv.name, mv.version, heldout.tags_for(table, args.backend))
     print(f"{uri}{f' (v{mv.version})' if mv is not None else ''}, backend {args.backend}, "
-          f"baselines trained on the {len(load_splits(cfg).train)} training texts of {cfg.dataset}:")
+          f"baselines trained on the {len(train)} training texts of {cfg.dataset}:")
     print(table.round(4).to_string(index=False))
     return 0
 

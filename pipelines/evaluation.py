@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -46,14 +48,18 @@ def worst_misclassified(predictions: pd.DataFrame, n: int = 10) -> pd.DataFrame:
     return wrong.sort_values("confidence", ascending=False).head(n)[["text", "label", "predicted", "confidence"]]
 
 
-def tfidf_logreg(splits: Splits, seed: int = 42) -> dict[str, float]:
-    """TF-IDF (word 1-2 grams) + logistic regression trained on train, scored on test."""
+def fit_tfidf_logreg(train: pd.DataFrame, seed: int = 42) -> Any:
+    """The bag-of-words baseline: TF-IDF (word 1-2 grams) + logistic regression, fitted on ``train``."""
     model = make_pipeline(
         TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
         LogisticRegression(C=4.0, max_iter=2000, random_state=seed),
     )
-    model.fit(splits.train["text"], splits.train["label"])
-    probs = model.predict_proba(splits.test["text"])[:, 1]
+    return model.fit(train["text"], train["label"])
+
+
+def tfidf_logreg(splits: Splits, seed: int = 42) -> dict[str, float]:
+    """TF-IDF + logistic regression trained on train, scored on test."""
+    probs = fit_tfidf_logreg(splits.train, seed).predict_proba(splits.test["text"])[:, 1]
     return classification_metrics(splits.test["label"].to_numpy(), probs)
 
 
@@ -71,22 +77,28 @@ def comparison_table(model_metrics: dict[str, float], splits: Splits, name: str 
     return table.round(4)
 
 
-def backend_variants(model_uri: str, test: pd.DataFrame, reference: np.ndarray,
+def backend_variants(model_uri: str, test: pd.DataFrame, reference: np.ndarray | None = None,
                      backends: tuple[str, ...] = ("onnx", "onnx-int8")) -> pd.DataFrame:
-    """Test metrics of the serving runtimes next to PyTorch's ``reference`` P(positive).
+    """Test metrics and scoring speed of serving runtimes, next to PyTorch's ``reference`` P(positive).
 
-    One row per backend: the metrics, the share of labels equal to PyTorch's and the
-    largest |ΔP(positive)|, so a faster runtime is only used when it answers the same.
+    One row per backend: the metrics, the share of labels equal to the reference's, the largest
+    |ΔP(positive)| and the seconds (and texts/s) the whole split took, so a faster runtime is only used when
+    it answers the same. ``reference=None``: the first backend (``"torch"``) is scored and is the reference.
     """
     from pipelines.backends import load_scorer  # onnxruntime import kept lazy
 
-    y = test["label"].to_numpy()
+    y, texts = test["label"].to_numpy(), test["text"].tolist()
     rows = {}
     for backend in backends:
-        probs = load_scorer(model_uri, backend).predict_proba(test["text"].tolist())
+        scorer = load_scorer(model_uri, backend)
+        start = time.perf_counter()
+        probs = scorer.predict_proba(texts)
+        seconds = time.perf_counter() - start
+        reference = probs if reference is None else reference
         rows[backend] = {
             **classification_metrics(y, probs),
             "label_agreement_with_torch": float(np.mean((probs >= 0.5) == (reference >= 0.5))),
             "max_abs_dp_vs_torch": float(np.abs(probs - reference).max()),
+            "scoring_seconds": seconds, "texts_per_s": len(texts) / seconds,
         }
     return pd.DataFrame(rows).T

@@ -90,15 +90,10 @@ def load_set(archive: str | Path, name: str) -> pd.DataFrame:
 
 def evaluate(scorer, train: pd.DataFrame, sets: dict[str, pd.DataFrame], seed: int = 42) -> pd.DataFrame:
     """Rows (set, model): the scorer vs majority and TF-IDF + LR trained on ``train``."""
-    from sklearn.feature_extraction.text import TfidfVectorizer
-    from sklearn.linear_model import LogisticRegression
-    from sklearn.pipeline import make_pipeline
-
+    from pipelines.evaluation import fit_tfidf_logreg
     from pipelines.metrics import classification_metrics, majority_baseline
 
-    bag = make_pipeline(TfidfVectorizer(ngram_range=(1, 2), min_df=2, sublinear_tf=True),
-                        LogisticRegression(C=4.0, max_iter=2000, random_state=seed))
-    bag.fit(train["text"], train["label"])
+    bag = fit_tfidf_logreg(train, seed)
     rows = []
     for name, frame in sets.items():
         y, texts = frame["label"].to_numpy(), frame["text"].tolist()

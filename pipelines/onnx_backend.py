@@ -24,7 +24,6 @@ import importlib.metadata as md
 import inspect
 import json
 import os
-import re
 import sys
 import tempfile
 import warnings
@@ -182,10 +181,12 @@ def resolve_version(model_uri: str) -> Any | None:
     """The ModelVersion behind ``models:/name/version`` or ``models:/name@alias`` (None for other URIs)."""
     from mlflow import MlflowClient
 
-    match = re.fullmatch(r"models:/([^/@]+)(?:@([^/]+)|/(\d+))/?", model_uri)
-    if not match:
+    from pipelines.export import parse_registry_uri
+
+    parsed = parse_registry_uri(model_uri)
+    if parsed is None:
         return None
-    name, alias, version = match.groups()
+    name, alias, version = parsed
     client = MlflowClient()
     return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
 
