@@ -13,7 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
 
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
 EMBEDDED_DATASET = "embedded:rotten_tomatoes"
@@ -21,7 +21,7 @@ PROMOTION_METRICS = ("accuracy", "roc_auc", "f1", "precision", "recall")
 LONG_TEXT_STRATEGIES = ("truncate", "head_tail", "sliding_window")  # see pipelines.inference
 LONG_TEXT_PATTERN = f"^({'|'.join(LONG_TEXT_STRATEGIES)})$"
 BACKEND_NAMES = ("onnx-int8", "onnx", "torch")  # serving runtimes, see pipelines.backends
-DEFAULT_BACKEND = "onnx-int8"  # what the server runs (BACKEND); evaluation's reference scores stay PyTorch
+DEFAULT_BACKEND = "onnx-int8"  # what the server runs (BACKEND) and the gate compares; the reference scores are PyTorch
 
 
 class ConfigError(ValueError):
@@ -73,6 +73,7 @@ class PipelineConfig(BaseModel):
     # evaluation and promotion
     model_version: str = Field("", description="candidate version; '' = the newest")
     promotion_metric: str = "accuracy"
+    promotion_backend: str = Field(DEFAULT_BACKEND, description="runtime whose test scores the gate compares")
     min_delta: float = Field(0.002, ge=0, le=1)
     min_metric: float = Field(0.70, ge=0, le=1, description="absolute floor for the promotion metric")
 
@@ -99,11 +100,12 @@ class PipelineConfig(BaseModel):
                 raise ValueError("must be an ISO-8601 time such as 2025-01-31T12:00:00+00:00") from None
         return value
 
-    @field_validator("promotion_metric")
+    @field_validator("promotion_metric", "promotion_backend")
     @classmethod
-    def _metric_known(cls, value: str) -> str:
-        if value not in PROMOTION_METRICS:
-            raise ValueError(f"must be one of {', '.join(PROMOTION_METRICS)}")
+    def _one_of_the_names(cls, value: str, info: ValidationInfo) -> str:
+        names = {"promotion_metric": PROMOTION_METRICS, "promotion_backend": BACKEND_NAMES}[info.field_name]
+        if value not in names:
+            raise ValueError(f"must be one of {', '.join(names)}")
         return value
 
 

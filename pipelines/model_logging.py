@@ -68,6 +68,7 @@ def log_and_register(result: TrainResult, cfg: PipelineConfig, splits: Splits) -
             "max_length": str(cfg.max_length),
             "long_text_strategy": cfg.long_text_strategy,
             "best_epoch": str(result.best_epoch),
+            "weights": result.weights,
         },
     )
     return registry.get_version(cfg.registered_model_name, version)

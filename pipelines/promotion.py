@@ -11,15 +11,15 @@ from pipelines.data import Splits, load_splits
 from pipelines.evaluation import evaluate_scorer
 
 
-def scores_on(mv: ModelVersion, splits: Splits, run_id: str) -> dict[str, float]:
-    """The version's test metrics on ``splits.test``: recorded ones, else measured now (and recorded)."""
+def scores_on(mv: ModelVersion, splits: Splits, run_id: str, backend: str = "torch") -> dict[str, float]:
+    """Test metrics of ``mv`` run by ``backend``: recorded ones if measured on this split, else measured now."""
     digest = splits.digest
-    recorded = registry.eval_metrics(mv, digest)
+    recorded = registry.eval_metrics(mv, digest, backend)
     if recorded is not None:
         return recorded
-    print(f"v{mv.version} has no metrics on test split {digest}: scoring it now")
-    metrics = evaluate_scorer(load_scorer(registry.model_uri(mv.name, mv.version)), splits.test).metrics
-    registry.record_evaluation(mv.name, mv.version, metrics, digest, run_id)
+    print(f"v{mv.version} has no {backend} metrics on test split {digest}: scoring it now")
+    metrics = evaluate_scorer(load_scorer(registry.model_uri(mv.name, mv.version), backend), splits.test).metrics
+    registry.record_evaluation(mv.name, mv.version, metrics, digest, run_id, backend)
     return metrics
 
 
@@ -29,10 +29,11 @@ def gather(cfg: PipelineConfig, run_id: str = "") -> tuple[ModelVersion, ModelVe
     if candidate.status != "READY":
         raise registry.RegistryError(f"candidate v{candidate.version} is {candidate.status}, not READY")
     splits = load_splits(cfg)
-    scores = {f"candidate v{candidate.version}": scores_on(candidate, splits, run_id)}
+    backend = cfg.promotion_backend
+    scores = {f"candidate v{candidate.version}": scores_on(candidate, splits, run_id, backend)}
     champion = registry.alias_version(cfg.registered_model_name, cfg.alias)
     if champion is not None and champion.version != candidate.version:
-        scores[f"{cfg.alias} v{champion.version}"] = scores_on(champion, splits, run_id)
+        scores[f"{cfg.alias} v{champion.version}"] = scores_on(champion, splits, run_id, backend)
     return candidate, champion, scores, splits.digest
 
 
@@ -45,12 +46,14 @@ def decide_and_apply(
         decision = registry.Decision(
             False, [f"v{candidate.version} already is {cfg.alias}"], cfg.promotion_metric, candidate.version,
             cand_scores[cfg.promotion_metric], champion.version, cand_scores[cfg.promotion_metric],
+            backend=cfg.promotion_backend,
         )
         return decision
     champ_scores = scores.get(f"{cfg.alias} v{champion.version}") if champion else None
     decision = registry.decide(
         cand_scores, champ_scores, cfg.promotion_metric, cfg.min_delta, cfg.min_metric,
         candidate_version=candidate.version, champion_version=champion.version if champion else None,
+        backend=cfg.promotion_backend,
     )
     registry.apply_decision(cfg.registered_model_name, cfg.alias, decision, run_id)
     return decision

@@ -3,10 +3,12 @@
 Every decision is written onto the model versions as tags, which is both the
 audit trail and what rollback reads:
 
-* ``eval.<metric>``, ``eval.test_digest``, ``eval.run_id``: set by evaluation;
+* ``eval.<metric>``, ``eval.test_digest``, ``eval.run_id``: set by evaluation
+  (PyTorch scores); ``eval.<backend>.<metric>`` … the same for a serving runtime
+  (``eval.onnx-int8.accuracy``);
 * ``promotion.decision`` (promoted / rejected), ``promotion.reason``,
-  ``promotion.metric``, ``promotion.delta``, ``promotion.previous_production``,
-  ``promotion.time``: set by the gate;
+  ``promotion.metric``, ``promotion.backend``, ``promotion.deltas``,
+  ``promotion.previous_production``, ``promotion.time``: set by the gate;
 * ``rollback.time``, ``rollback.from_version``: set by rollback.
 """
 
@@ -64,22 +66,32 @@ def set_tags(name: str, version: str | int, tags: dict[str, Any]) -> None:
         c.set_model_version_tag(name, str(version), key, value if isinstance(value, str) else json.dumps(value))
 
 
-def recorded_metrics(tags: dict[str, str]) -> dict[str, float]:
-    """The ``eval.<metric>`` tags of a version (those present), as numbers."""
-    return {m: float(tags[f"eval.{m}"]) for m in METRIC_NAMES if f"eval.{m}" in tags}
+def eval_prefix(backend: str = "torch") -> str:
+    """Tag prefix of a version's test metrics: ``eval.`` for PyTorch (the reference), else ``eval.<backend>.``."""
+    return "eval." if backend == "torch" else f"eval.{backend}."
 
 
-def eval_metrics(mv: ModelVersion, test_digest: str) -> dict[str, float] | None:
-    """The version's recorded test metrics if all were measured on ``test_digest``."""
-    if mv.tags.get("eval.test_digest") != test_digest:
+def recorded_metrics(tags: dict[str, str], backend: str = "torch") -> dict[str, float]:
+    """The ``eval.<metric>`` tags of a version (those present, of ``backend``), as numbers."""
+    prefix = eval_prefix(backend)
+    return {m: float(tags[f"{prefix}{m}"]) for m in METRIC_NAMES if f"{prefix}{m}" in tags}
+
+
+def eval_metrics(mv: ModelVersion, test_digest: str, backend: str = "torch") -> dict[str, float] | None:
+    """The version's recorded test metrics on ``backend`` if all were measured on ``test_digest``."""
+    if mv.tags.get(f"{eval_prefix(backend)}test_digest") != test_digest:
         return None
-    metrics = recorded_metrics(mv.tags)
+    metrics = recorded_metrics(mv.tags, backend)
     return metrics if len(metrics) == len(METRIC_NAMES) else None
 
 
-def record_evaluation(name: str, version: str, metrics: dict[str, float], test_digest: str, run_id: str) -> None:
-    tags = {f"eval.{k}": f"{v:.6f}" for k, v in metrics.items() if k in METRIC_NAMES}
-    set_tags(name, version, {**tags, "eval.test_digest": test_digest, "eval.run_id": run_id, "eval.time": now()})
+def record_evaluation(name: str, version: str, metrics: dict[str, float], test_digest: str, run_id: str,
+                      backend: str = "torch") -> None:
+    """Write the test metrics of ``backend`` (and where they were measured) onto the version."""
+    prefix = eval_prefix(backend)
+    tags = {f"{prefix}{k}": f"{v:.6f}" for k, v in metrics.items() if k in METRIC_NAMES}
+    set_tags(name, version, {**tags, f"{prefix}test_digest": test_digest, f"{prefix}run_id": run_id,
+                             f"{prefix}time": now()})
 
 
 @dataclass
@@ -94,6 +106,7 @@ class Decision:
     champion_version: str | None = None
     champion_score: float | None = None
     deltas: dict[str, float] = field(default_factory=dict)
+    backend: str = "torch"
 
     def as_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -107,10 +120,14 @@ def decide(
     min_metric: float,
     candidate_version: str = "",
     champion_version: str | None = None,
+    backend: str = "torch",
 ) -> Decision:
-    """The promotion rule: clear the floor, and beat the champion by ``min_delta`` if there is one."""
+    """The promotion rule: clear the floor, and beat the champion by ``min_delta`` if there is one.
+
+    ``backend`` names the runtime whose test scores ``candidate`` and ``champion`` are (recorded in the reasons).
+    """
     score = candidate[metric]
-    reasons: list[str] = []
+    reasons: list[str] = [f"test scores of the {backend} runtime"]
     ok = True
     if score < min_metric:
         ok = False
@@ -133,7 +150,7 @@ def decide(
                 f"does not beat production v{champion_version}: {metric} {score:.4f} vs {champion_score:.4f} "
                 f"({delta:+.4f}, needs ≥ {min_delta:+.4f})"
             )
-    return Decision(ok, reasons, metric, candidate_version, score, champion_version, champion_score, deltas)
+    return Decision(ok, reasons, metric, candidate_version, score, champion_version, champion_score, deltas, backend)
 
 
 def apply_decision(name: str, alias: str, decision: Decision, run_id: str = "") -> None:
@@ -145,6 +162,7 @@ def apply_decision(name: str, alias: str, decision: Decision, run_id: str = "") 
         "promotion.decision": "promoted" if decision.promote else "rejected",
         "promotion.reason": "; ".join(decision.reasons),
         "promotion.metric": decision.metric,
+        "promotion.backend": decision.backend,
         "promotion.deltas": json.dumps({k: round(v, 6) for k, v in decision.deltas.items()}),
         "promotion.previous_production": decision.champion_version or "",
         "promotion.time": now(),

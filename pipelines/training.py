@@ -38,6 +38,7 @@ class TrainResult:
     scoring: ScoringConfig
     threshold: float
     best_epoch: int
+    weights: str = ""  # which weights were kept: "epoch N" or "mean of epochs A-B"
     history: list[dict[str, float]] = field(default_factory=list)
     validation_metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
@@ -177,10 +178,11 @@ def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainRe
                 break
     model.load_state_dict(best_state)
     model.eval()
+    weights = f"epoch {best_epoch}"
     if averaged_epochs >= 2 and _average_wins(
         model, tokenizer, scoring, splits, weight_sum, averaged_epochs, best_score, cfg
     ):
-        best_epoch = 0  # stands for the weight average
+        weights = f"mean of epochs 2-{averaged_epochs + 1}"
 
     threshold = 0.5
     val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
@@ -196,6 +198,7 @@ def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainRe
         scoring=scoring,
         threshold=threshold,
         best_epoch=best_epoch,
+        weights=weights,
         history=history,
         validation_metrics=val_metrics,
         train_seconds=time.perf_counter() - started,

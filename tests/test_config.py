@@ -35,6 +35,7 @@ def test_overrides_are_coerced_from_cli_strings(tmp_path):
         ({"learning_rate": "-1"}, "learning_rate"),
         ({"promotion_metric": "loss"}, "promotion_metric"),
         ({"padding": "sometimes"}, "padding"),
+        ({"promotion_backend": "tensorrt"}, "promotion_backend"),
         ({"epoch": "2"}, "epoch"),
     ],
 )

@@ -11,9 +11,10 @@ from pathlib import Path
 import mlflow
 import nbformat
 import pytest
+from conftest import LEARNED_PARAMS
 from mlflow import MlflowClient
 
-from pipelines import registry
+from pipelines import promotion, registry
 from pipelines.config import build_config
 from pipelines.runner import NOTEBOOKS_DIR, TRAINING_STEPS, StepFailed, run_pipeline
 
@@ -60,6 +61,9 @@ def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
     for name in ("accuracy", "precision", "recall", "f1", "roc_auc"):
         assert 0.0 <= metrics[f"test_{name}"] <= 1.0
         assert 0.0 <= float(prod.tags[f"eval.{name}"]) <= 1.0
+        assert 0.0 <= float(prod.tags[f"eval.onnx-int8.{name}"]) <= 1.0  # the served runtime, what the gate read
+    assert prod.tags["promotion.backend"] == "onnx-int8"
+    assert 0.0 <= float(prod.tags["eval.onnx-int8.label_agreement"]) <= 1.0
     assert "baseline_tfidf_logreg_accuracy" in metrics and "baseline_majority_accuracy" in metrics
     train_metrics = runs["train"].data.metrics
     assert {"train_loss", "val_accuracy", "threshold"} <= set(train_metrics)
@@ -168,6 +172,29 @@ def test_papermill_standalone_train_as_on_the_card(mlflow_uri, tiny_csv, tmp_pat
     assert str(mv.version) == "1" and registry.alias_version("sentiment", "production") is None
     run = MlflowClient().get_run(mv.run_id)
     assert run.info.status == "FINISHED" and run.data.params["epochs"] == "1"
+
+
+def test_gate_compares_the_served_runtime(learned_copy):
+    """A candidate that is better in PyTorch but worse as served (int8) is refused; gating on torch promotes it."""
+    name = learned_copy.model_name
+    v1 = registry.alias_version(name, "production")
+    digest = v1.tags["eval.test_digest"]
+    v2 = mlflow.register_model(f"runs:/{v1.run_id}/model", name)
+    torch_scores = registry.eval_metrics(v1, digest)
+    registry.record_evaluation(name, v2.version, {k: v + 0.01 for k, v in torch_scores.items()}, digest, "t")
+    registry.record_evaluation(name, v2.version, {k: 0.5 for k in torch_scores}, digest, "t", backend="onnx-int8")
+    cfg = build_config({**LEARNED_PARAMS, "tracking_uri": learned_copy.tracking_uri, "model_version": str(v2.version)})
+
+    candidate, champion, scores, _ = promotion.gather(cfg)  # v1 has no int8 scores yet: scored now, recorded
+    assert scores[f"production v{v1.version}"]["accuracy"] > 0.7, scores
+    decision = promotion.decide_and_apply(cfg, candidate, champion, scores)
+    assert not decision.promote and "onnx-int8 runtime" in decision.reasons[0]
+    assert registry.get_version(name, v2.version).tags["promotion.backend"] == "onnx-int8"
+    assert registry.eval_metrics(registry.get_version(name, v1.version), digest, "onnx-int8") is not None
+
+    torch_cfg = cfg.model_copy(update={"promotion_backend": "torch"})
+    decision = promotion.decide_and_apply(torch_cfg, *promotion.gather(torch_cfg)[:3])
+    assert decision.promote and str(registry.alias_version(name, "production").version) == str(v2.version)
 
 
 def test_rollback_moves_production_back(learned_copy):

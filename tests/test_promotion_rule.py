@@ -13,9 +13,14 @@ def test_first_version_is_promoted_when_it_clears_the_floor():
     assert d.promote and "no production version" in " ".join(d.reasons)
 
 
+def test_decision_names_the_runtime_it_compared():
+    d = decide(M, None, "accuracy", 0.002, 0.7, "1", backend="onnx-int8")
+    assert d.backend == "onnx-int8" and d.reasons[0] == "test scores of the onnx-int8 runtime"
+
+
 def test_floor_blocks_even_without_a_champion():
     d = decide({**M, "accuracy": 0.6}, None, "accuracy", 0.002, 0.7, "1")
-    assert not d.promote and "below the floor" in d.reasons[0]
+    assert not d.promote and "below the floor" in d.reasons[1]
 
 
 def test_must_beat_champion_by_min_delta():
