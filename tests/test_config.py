@@ -1,7 +1,9 @@
 """Configuration: defaults in one place, overrides validated with the parameter named."""
 
+import ast
 from pathlib import Path
 
+import nbformat
 import papermill
 import pytest
 
@@ -54,6 +56,9 @@ def test_notebook_parameters_match_config_defaults(notebook):
     """Every notebook parameter is a pipeline parameter with the same default (or a runner parameter)."""
     params = papermill.inspect_notebook(str(notebook))
     assert set(RUNNER_PARAMETERS) <= set(params), "the runner needs mlflow_run_id and result_path"
+    cell = next(c for c in nbformat.read(notebook, 4).cells if "parameters" in c.metadata.get("tags", []))
+    assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
+    assert assigned == set(params), f"papermill cannot read {sorted(assigned - set(params))} (two '=' on a line?)"
     fields = PipelineConfig.model_fields
     d = defaults()
     for name, spec in params.items():
