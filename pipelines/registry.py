@@ -202,8 +202,8 @@ def history(name: str) -> list[dict[str, Any]]:
             "version": mv.version,
             "aliases": ",".join(mv.aliases),
             "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
-            **{k: v for k, v in mv.tags.items()
-               if k.startswith(("eval.accuracy", "eval.roc_auc", "promotion.", "rollback."))},
+            **{k: v for k, v in mv.tags.items() if k.startswith(("promotion.", "rollback."))
+               or (k.startswith("eval.") and k.endswith((".accuracy", ".roc_auc")))},  # PyTorch's and runtimes'
         })
     return rows
 

@@ -191,6 +191,8 @@ def test_gate_compares_the_served_runtime(learned_copy):
     assert not decision.promote and "onnx-int8 runtime" in decision.reasons[0]
     assert registry.get_version(name, v2.version).tags["promotion.backend"] == "onnx-int8"
     assert registry.eval_metrics(registry.get_version(name, v1.version), digest, "onnx-int8") is not None
+    row = next(r for r in registry.history(name) if str(r["version"]) == str(v2.version))
+    assert row["eval.onnx-int8.accuracy"] == "0.500000" and row["promotion.backend"] == "onnx-int8"
 
     torch_cfg = cfg.model_copy(update={"promotion_backend": "torch"})
     decision = promotion.decide_and_apply(torch_cfg, *promotion.gather(torch_cfg)[:3])
