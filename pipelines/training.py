@@ -28,6 +28,8 @@ from pipelines.embedded import resolve_model_name
 from pipelines.inference import Scorer, ScoringConfig, fold_threshold, save_scoring_config
 from pipelines.metrics import best_threshold, classification_metrics
 
+AVERAGE_FROM_EPOCH = 2  # the weight average leaves out the epochs before this one (still early in fine-tuning)
+
 
 @dataclass
 class TrainResult:
@@ -164,7 +166,7 @@ def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainRe
             f"val_roc_auc {val['roc_auc']:.4f} ({epoch_seconds:.0f}s)",
             flush=True,
         )
-        if cfg.average_checkpoints and epoch >= 2:
+        if cfg.average_checkpoints and epoch >= AVERAGE_FROM_EPOCH:
             weight_sum = _accumulate(weight_sum, model.state_dict())
             averaged_epochs += 1
         score = _score(val, cfg.promotion_metric)
@@ -182,7 +184,7 @@ def train(cfg: PipelineConfig, splits: Splits, progress: bool = True) -> TrainRe
     if averaged_epochs >= 2 and _average_wins(
         model, tokenizer, scoring, splits, weight_sum, averaged_epochs, best_score, cfg
     ):
-        weights = f"mean of epochs 2-{averaged_epochs + 1}"
+        weights = f"mean of epochs {AVERAGE_FROM_EPOCH}-{AVERAGE_FROM_EPOCH + averaged_epochs - 1}"
 
     threshold = 0.5
     val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
@@ -220,7 +222,7 @@ def _accumulate(total: dict[str, torch.Tensor] | None, state: dict[str, torch.Te
 
 
 def _average_wins(model, tokenizer, scoring, splits, weight_sum, n, best_score, cfg) -> bool:
-    """Swap in the mean of the epoch-end weights (epochs ≥ 2) if it beats the best epoch on validation."""
+    """Swap in the mean of the epoch-end weights (AVERAGE_FROM_EPOCH on) if it beats the best epoch on validation."""
     best_state = copy.deepcopy(model.state_dict())
     averaged = {k: (v / n).to(best_state[k].dtype) if v.is_floating_point() else v for k, v in weight_sum.items()}
     model.load_state_dict(averaged)
