@@ -4,7 +4,8 @@
 # build/docker/ with what this file copies (.dockerignore lets nothing else in):
 #   wheels/                    the serving requirements as wheels (pyproject's `serve` extra, CPU torch)
 #   requirements-serve.txt     that list
-#   dist/                      the project wheel (packages pipelines + app, installed --no-deps)
+#   dist/                      the project wheel of the serving-safe core and the app (packages scoring +
+#                              app; no pipelines), installed --no-deps
 #   model/                     models:/sentiment@production exported by `python -m pipelines export`
 # No network is needed: pip installs from the wheelhouse only. See docs/docker.md.
 ARG PYTHON_IMAGE=python:3.11-slim
@@ -31,11 +32,11 @@ RUN groupadd --system --gid 10001 app \
     && install -d -o app -g app -m 0755 /var/lib/sentiment-mlops
 
 COPY --from=build /opt/venv /opt/venv
-# the project itself (packages pipelines + app; its own requirements are the serving set above)
+# the project itself: the core and the app (packages scoring + app; their requirements are the serving set above)
 COPY build/docker/dist/ /tmp/dist/
 RUN /opt/venv/bin/pip install --no-cache-dir --no-index --no-deps /tmp/dist/*.whl \
     && rm -rf /tmp/dist \
-    && /opt/venv/bin/python -c "import app.main, pipelines.backends, pipelines.export, pipelines.onnx_backend"
+    && /opt/venv/bin/python -c "import app.main, scoring.runtimes, scoring.onnx_runtime, scoring.identity"
 # the model, root-owned and read-only for the server (docker/build-image.sh makes the files
 # world-readable: the weights are saved 0600)
 COPY build/docker/model/ /opt/model/

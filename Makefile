@@ -90,7 +90,7 @@ strip-notebooks: $(STAMP)  ## remove outputs, execution counts and run metadata 
 
 .PHONY: screenshots
 screenshots: $(STAMP)  ## regenerate screenshots/*.png (throw-away store; MLflow UI, Swagger UI, JupyterLab; chromium)
-	$(BIN)/python tools/screenshots.py $(ARGS)
+	$(BIN)/python -m tools.screenshots $(ARGS)
 
 clean:  ## remove outputs of runs (keeps .venv and the MLflow store)
 	rm -rf output .pytest_cache .ruff_cache

@@ -216,17 +216,17 @@ import importlib.util
 import pathlib
 
 import app
-import pipelines
+import scoring
 
-for pkg in (app, pipelines):
+for pkg in (app, scoring):
     assert "/site-packages/" in pkg.__file__, f"{pkg.__name__} is not installed from the wheel: {pkg.__file__}"
-present = [m for m in ("jupyterlab", "papermill", "nbconvert", "scattertext", "matplotlib", "sklearn", "pytest",
-                       "ruff", "pyarrow") if importlib.util.find_spec(m)]
+present = [m for m in ("pipelines", "jupyterlab", "papermill", "nbconvert", "scattertext", "matplotlib", "sklearn",
+                       "pytest", "ruff", "pyarrow") if importlib.util.find_spec(m)]
 assert not present, f"packages that serving does not need are installed: {present}"
 sources = [p for p in ("/pyproject.toml", "/app/pyproject.toml", "/home/app/pyproject.toml", "/notebooks")
            if pathlib.Path(p).exists()]
 assert not sources, f"source tree files in the image: {sources}"
-print("    app + pipelines from site-packages; no notebook/dev packages; no source tree")
+print("    app + scoring from site-packages; no pipelines, notebook or dev packages; no source tree")
 PY
 log "the server runs as uid $uid"
 "$DOCKER" rm -f "$CONTAINER" >/dev/null

@@ -1,7 +1,7 @@
 """Appending the inference log off the request path.
 
 Requests put rows on a bounded queue and return; one thread writes them to
-SQLite in batches (:mod:`pipelines.inference_log`).  When the queue is full the
+SQLite in batches (:mod:`scoring.inference_log`).  When the queue is full the
 rows are dropped and counted rather than slowing requests down.
 """
 
@@ -14,7 +14,7 @@ from collections.abc import Callable
 from contextlib import closing
 from typing import Any
 
-from pipelines import inference_log
+from scoring import inference_log
 
 log = logging.getLogger("app.logwriter")
 _STOP = object()

@@ -21,10 +21,10 @@ from typing import Any
 import numpy as np
 
 from app.settings import Settings
-from pipelines.backends import ScorerLike, load_scorer
-from pipelines.export import MANIFEST, ModelIdentity, read_manifest, resolve
-from pipelines.profile import token_stats
-from pipelines.registry import now
+from scoring.clock import now
+from scoring.features import token_stats
+from scoring.identity import MANIFEST, ModelIdentity, folder_identity, resolve
+from scoring.runtimes import ScorerLike, load_scorer
 
 log = logging.getLogger("app.model")
 
@@ -64,12 +64,8 @@ class ReloadResult:
 
 
 def _local_target(folder: Path) -> tuple[ModelIdentity, str]:
-    manifest = read_manifest(folder) or {}
-    identity = ModelIdentity(
-        name=str(manifest.get("name", "")), version=str(manifest.get("version", "")),
-        alias=str(manifest.get("alias", "")), run_id=str(manifest.get("run_id", "")),
-        source=str(folder), metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()},
-    )
+    """What an exported folder's manifest says it is, and a fingerprint that changes when its files do."""
+    identity = folder_identity(folder)
     stamps = [p.stat().st_mtime_ns for p in (folder / "MLmodel", folder / MANIFEST) if p.exists()]
     return identity, f"{folder.resolve()}|{identity.version}|{max(stamps, default=0)}"
 

@@ -1,6 +1,6 @@
 """The serving app's settings: one object, read from environment variables.
 
-Names match :mod:`pipelines.config` where they overlap (``INFERENCE_DB``,
+Names match the pipeline configuration where they overlap (``INFERENCE_DB``,
 ``LONG_TEXT_STRATEGY``, ``WINDOW_STRIDE``, ``MAX_WINDOWS``, ``MAX_LENGTH``); the
 tracking store is ``MLFLOW_TRACKING_URI`` as everywhere in MLflow.
 """
@@ -13,9 +13,9 @@ from typing import Any
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-from pipelines import inference_log, tracking
-from pipelines.backends import BACKENDS
-from pipelines.config import DEFAULT_BACKEND, LONG_TEXT_PATTERN
+from scoring import inference_log, tracking
+from scoring.config import DEFAULT_BACKEND, LONG_TEXT_PATTERN
+from scoring.runtimes import BACKENDS
 
 
 def _default_threads() -> int:

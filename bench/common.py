@@ -4,7 +4,8 @@ Environment:
 
 * ``BENCH_TRACKING_URI``: the MLflow store whose ``sentiment@production`` is benchmarked
   (default: the project's store if it has one, else a small model is trained once into
-  ``$TMPDIR/sentiment-mlops-bench``);
+  ``$TMPDIR/sentiment-mlops-bench`` by :func:`tools.model_store.build_store`, as the tests'
+  ``learned_store`` is);
 * ``BENCH_QUICK=1``: shorter runs (smaller training subsets, shorter load tests).
 """
 
@@ -24,6 +25,8 @@ from typing import Any
 
 import numpy as np
 
+from tools.harness import CHILD_ENV
+
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS_DIR = ROOT / "bench" / "results"
 QUICK = os.environ.get("BENCH_QUICK", "").strip() not in {"", "0", "false", "no"}
@@ -31,9 +34,7 @@ MODEL_NAME = "sentiment"
 ALIAS = "production"
 MODEL_URI = f"models:/{MODEL_NAME}@{ALIAS}"
 SMALL_MODEL_PARAMS = {"max_train_samples": 3000, "epochs": 2, "max_length": 48, "min_metric": 0}
-CHILD_ENV = {"HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-             "PYTHONUNBUFFERED": "1"}
-
+# offline and quiet (tools.harness.CHILD_ENV), for this process too
 os.environ.update({k: v for k, v in CHILD_ENV.items() if k != "PYTHONUNBUFFERED"})
 
 
@@ -136,39 +137,9 @@ def bench_store_dir() -> Path:
     return Path(tempfile.gettempdir()) / "sentiment-mlops-bench"
 
 
-def train_small_model(folder: Path) -> str:
-    """Train, evaluate and promote a small real model into ``folder`` (a few minutes on 2 cores).
-
-    The pipeline's functions are called directly (what ``python -m pipelines run --steps
-    train,evaluate,promote`` with SMALL_MODEL_PARAMS does, without the notebooks).
-    """
-    import mlflow
-
-    from pipelines import model_logging, promotion, registry, tracking, training
-    from pipelines.config import build_config
-    from pipelines.data import load_splits
-    from pipelines.evaluation import evaluate_scorer
-
-    folder.mkdir(parents=True, exist_ok=True)
-    uri = f"sqlite:///{folder / 'mlflow.db'}"
-    print(f"no {MODEL_URI} to benchmark: training a small one ({SMALL_MODEL_PARAMS}) into {folder}", flush=True)
-    cfg = build_config({**SMALL_MODEL_PARAMS, "tracking_uri": uri})
-    tracking.setup(uri, cfg.experiment_name)
-    splits = load_splits(cfg)
-    with mlflow.start_run(run_name="bench-small-model") as run:
-        mlflow.log_params(cfg.model_dump())
-        result = training.train(cfg, splits, progress=False)
-        mv = model_logging.log_and_register(result, cfg, splits)
-        metrics = evaluate_scorer(result.scorer(), splits.test).metrics
-        registry.record_evaluation(cfg.registered_model_name, mv.version, metrics, splits.digest, run.info.run_id)
-        candidate, champion, scores, _ = promotion.gather(cfg.model_copy(update={"model_version": mv.version}))
-        promotion.decide_and_apply(cfg, candidate, champion, scores, run.info.run_id)
-    return uri
-
-
 def tracking_uri() -> str:
     """``$BENCH_TRACKING_URI``, else the project store (if it has a production model), else a small trained one."""
-    from pipelines import tracking
+    from scoring import tracking
 
     explicit = os.environ.get("BENCH_TRACKING_URI", "").strip()
     if explicit:
@@ -180,12 +151,17 @@ def tracking_uri() -> str:
         return project
     folder = bench_store_dir()
     cached = f"sqlite:///{folder / 'mlflow.db'}"
-    return cached if _has_production(cached) else train_small_model(folder)
+    if _has_production(cached):
+        return cached
+    from tools.model_store import build_store  # trains, registers, exports ONNX, evaluates and promotes
+
+    print(f"no {MODEL_URI} to benchmark: training a small one ({SMALL_MODEL_PARAMS}) into {folder}", flush=True)
+    return build_store(folder, SMALL_MODEL_PARAMS, run_name="bench-small-model").tracking_uri
 
 
 def use_store(uri: str) -> None:
     """Point this process (and the children it starts) at ``uri``."""
-    from pipelines import tracking
+    from scoring import tracking
 
     os.environ["MLFLOW_TRACKING_URI"] = uri
     tracking.setup(uri)
@@ -203,13 +179,15 @@ def production_info() -> dict[str, Any]:
 
 def ensure_onnx_logged(model_uri: str = MODEL_URI) -> dict[str, str]:
     """The version's ``onnx.*`` tags, exporting and logging the ONNX files first if it has none."""
-    from pipelines import onnx_backend
+    from pipelines.train.onnx_logging import log_onnx
+    from scoring.identity import resolve_version
+    from scoring.version_tags import ONNX_RUN_ID
 
-    mv = onnx_backend.resolve_version(model_uri)
-    if mv is not None and mv.tags.get("onnx.run_id"):
+    mv = resolve_version(model_uri)
+    if mv is not None and mv.tags.get(ONNX_RUN_ID):
         return {k: v for k, v in mv.tags.items() if k.startswith("onnx.")}
     print(f"logging the ONNX export of {model_uri} with v{mv.version if mv else '?'}", flush=True)
-    return onnx_backend.log_onnx(model_uri)
+    return log_onnx(model_uri)
 
 
 def interleaved(variants: Sequence[str], rounds: int) -> list[tuple[int, str]]:

@@ -20,7 +20,8 @@ SHORT_TEXT = "A warm, funny and beautifully acted film that I would happily watc
 def long_review(n_snippets: int = 12) -> str:
     """A full review: consecutive test-split snippets joined (several windows at max_length 64)."""
     from pipelines.config import PipelineConfig
-    from pipelines.data import load_dataset, split
+    from pipelines.data.sources import load_dataset
+    from pipelines.data.split import split
 
     cfg = PipelineConfig()
     _, _, test = split(load_dataset(cfg.dataset), cfg.val_size, cfg.test_size, cfg.seed)
@@ -46,35 +47,35 @@ class Models:
     """The production model in PyTorch and in ONNX Runtime (fp32, int8) at a given thread count."""
 
     def __init__(self, model_uri: str = common.MODEL_URI):
+        import mlflow
         import torch
 
-        from pipelines import onnx_backend
-        from pipelines.registry import load_components
+        from scoring import onnx_runtime
+        from scoring.model_files import load_components
+        from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
 
         self.torch = torch
         self.tags = common.ensure_onnx_logged(model_uri)
         self.model, self.tokenizer = load_components(model_uri)
         self.paths = {}
-        import mlflow
-
-        for key, tag in (("onnx", "onnx.path"), ("onnx-int8", "onnx.int8_path")):
-            uri = f"runs:/{self.tags['onnx.run_id']}/{self.tags[tag]}"
+        for key, quantized in (("onnx", False), ("onnx-int8", True)):
+            uri = f"runs:/{self.tags[ONNX_RUN_ID]}/{self.tags[ONNX_PATHS[quantized]]}"
             self.paths[key] = mlflow.artifacts.download_artifacts(artifact_uri=uri)
-        self.onnx_backend = onnx_backend
+        self.onnx_runtime = onnx_runtime
         self._sessions: dict[tuple[str, int], Any] = {}
 
     def session(self, kind: str, threads: int) -> Any:
         if (kind, threads) not in self._sessions:
-            self._sessions[kind, threads] = self.onnx_backend.make_session(self.paths[kind], threads)
+            self._sessions[kind, threads] = self.onnx_runtime.make_session(self.paths[kind], threads)
         return self._sessions[kind, threads]
 
     def scorer(self, kind: str, threads: int) -> Any:
-        from pipelines.inference import Scorer
+        from scoring.scorer import Scorer
 
         if kind == "torch":
             return Scorer(self.model, self.tokenizer)
         scoring = Scorer(self.model, self.tokenizer).scoring
-        return self.onnx_backend.OnnxScorer(self.session(kind, threads), self.tokenizer, scoring)
+        return self.onnx_runtime.OnnxScorer(self.session(kind, threads), self.tokenizer, scoring)
 
     def forward_fns(self, windows: list[list[int]], threads: int) -> dict[str, Callable[[], Any]]:
         """Bare forwards (inputs already tokenized and padded) of torch fp32, ORT fp32 and ORT int8."""

@@ -1,7 +1,7 @@
 """Long reviews: accuracy, ROC-AUC and latency of each long-text strategy on long proxies.
 
 Proxies join the test-split snippets of one movie and label (see
-:mod:`pipelines.long_text`).  Prints a table and writes
+:mod:`pipelines.evaluate.long_texts`).  Prints a table and writes
 ``bench/results/long_text.json``::
 
     .venv/bin/python bench/long_text.py                       # models:/sentiment@production, project store
@@ -37,18 +37,18 @@ def main(argv: list[str] | None = None) -> int:
 
     import torch
 
-    from pipelines import tracking
-    from pipelines.backends import load_scorer
     from pipelines.config import build_config
-    from pipelines.data import load_splits
-    from pipelines.export import resolve
-    from pipelines.long_text import STRATEGIES, build_long_proxies, compare_strategies, token_lengths
+    from pipelines.data.split import load_splits
+    from pipelines.evaluate.long_texts import STRATEGIES, build_long_proxies, compare_strategies, token_lengths
+    from scoring import tracking
+    from scoring.identity import resolve
+    from scoring.runtimes import load_scorer
 
     torch.set_num_threads(args.threads)
     uri = tracking.setup(args.tracking_uri)
     identity = resolve(args.model_uri)
     source = identity.source or args.model_uri
-    splits = load_splits(build_config({}))
+    splits = load_splits(build_config({}).data)
     proxies = build_long_proxies(splits.test, n=args.n)
     scorers = {s: load_scorer(source, args.backend, long_text_strategy=s) for s in STRATEGIES}
     scoring = next(iter(scorers.values())).scoring

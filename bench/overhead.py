@@ -13,7 +13,6 @@ from __future__ import annotations
 
 import json
 import math
-import os
 import shutil
 import subprocess
 import sys
@@ -23,14 +22,16 @@ from pathlib import Path
 from typing import Any
 
 from bench import common
+from tools.harness import child_env
 
 PLAIN_SCRIPT = """
 import json, sys
 from pipelines.config import build_config
-from pipelines.data import load_splits
-from pipelines.training import train
+from pipelines.data.split import load_splits
+from pipelines.train.trainer import train
 cfg = build_config(json.loads(sys.argv[1]))
-result = train(cfg, load_splits(cfg), progress=False)
+result = train(cfg.train, cfg.scoring, load_splits(cfg.data), seed=cfg.seed, metric=cfg.promotion_metric,
+               progress=False)
 print("RESULT " + json.dumps({"train_seconds": result.train_seconds, "steps": result.steps,
                               "epoch_seconds": sum(h["epoch_seconds"] for h in result.history),
                               "epochs": len(result.history)}))
@@ -38,10 +39,8 @@ print("RESULT " + json.dumps({"train_seconds": result.train_seconds, "steps": re
 
 
 def _env(home: Path) -> dict[str, str]:
-    env = {**os.environ, **common.CHILD_ENV, "SENTIMENT_MLOPS_HOME": str(home)}
-    for key in ("MLFLOW_RUN_ID", "MLFLOW_TRACKING_URI"):
-        env.pop(key, None)
-    return env
+    """Offline, state in ``home``, no MLflow store or run of this process (the runner gets its store as a param)."""
+    return child_env({"SENTIMENT_MLOPS_HOME": str(home)}, drop=("MLFLOW_TRACKING_URI",))
 
 
 def plain(params: dict[str, Any], home: Path) -> dict[str, Any]:
@@ -85,10 +84,10 @@ def cell_seconds(notebook: Path) -> list[dict[str, Any]]:
 def extrapolate(runs: list[dict[str, Any]], epochs: int) -> dict[str, Any]:
     """Training seconds at the default size (the full training split, batch 32) after ``epochs`` epochs."""
     from pipelines.config import PipelineConfig
-    from pipelines.data import load_splits
+    from pipelines.data.split import load_splits
 
     cfg = PipelineConfig()
-    steps_per_epoch = math.ceil(len(load_splits(cfg).train) / cfg.batch_size)
+    steps_per_epoch = math.ceil(len(load_splits(cfg.data).train) / cfg.batch_size)
     per_step = sum(r["epoch_seconds"] / r["steps"] for r in runs) / len(runs)
     # validation scoring: once per epoch and twice at the end (threshold, final metrics)
     per_val = sum((r["train_seconds"] - r["epoch_seconds"]) / (r["epochs"] + 2) for r in runs) / len(runs)

@@ -53,7 +53,7 @@ def pick_version(name: str, version: str = "") -> tuple[Any, str]:
 
 def variant_metrics(model_uri: str, splits: Any) -> list[dict[str, Any]]:
     """Test metrics, scoring time and agreement with PyTorch of each backend (as the evaluate step logs them)."""
-    from pipelines.evaluation import backend_variants
+    from pipelines.evaluate.testset import backend_variants
 
     table = backend_variants(model_uri, splits.test, None, ("torch", "onnx", "onnx-int8"))
     return table.reset_index(names="variant").to_dict("records")
@@ -69,28 +69,28 @@ def main(argv: list[str] | None = None) -> None:
 
     from mlflow import MlflowClient
 
-    from pipelines import registry
     from pipelines.config import build_config
-    from pipelines.data import load_splits
-    from pipelines.evaluation import baselines
+    from pipelines.data.split import load_splits
+    from pipelines.evaluate.baselines import baselines
+    from pipelines.registry import versions
 
     mv, why = pick_version(common.MODEL_NAME, args.version)
     uri = f"models:/{mv.name}/{mv.version}"
     params = MlflowClient().get_run(mv.run_id).data.params if mv.run_id else {}
     n_train = int(params.get("max_train_samples", "0") or 0)
-    splits = load_splits(build_config({"max_train_samples": n_train}))
+    splits = load_splits(build_config({"max_train_samples": n_train}).data)
     print(f"{mv.name} v{mv.version}: {why}; test split {splits.digest} ({len(splits.test)} texts), "
           f"baselines trained on {len(splits.train)} texts", flush=True)
     common.ensure_onnx_logged(uri)
     variants = variant_metrics(uri, splits)
-    recorded = registry.eval_metrics(mv, splits.digest)
+    recorded = versions.eval_metrics(mv, splits.digest)
     model_row = {"model": f"transformer v{mv.version}", **(recorded or {k: variants[0][k] for k in
                                                                        ("accuracy", "precision", "recall", "f1",
                                                                         "roc_auc")})}
     base = baselines(splits)
     rows = [model_row, *({"model": name, **row.to_dict()} for name, row in base.iterrows())]
     if splits.digest == mv.tags.get("eval.test_digest"):
-        registry.set_tags(mv.name, mv.version, {f"onnx.{'int8_' if v['variant'] == 'onnx-int8' else ''}test_accuracy":
+        versions.set_tags(mv.name, mv.version, {f"onnx.{'int8_' if v['variant'] == 'onnx-int8' else ''}test_accuracy":
                                                 f"{v['accuracy']:.6f}" for v in variants[1:]})
     cols = ["model", "accuracy", "precision", "recall", "f1", "roc_auc"]
     print(common.table(rows, cols, 4))

@@ -14,18 +14,18 @@ from __future__ import annotations
 
 import asyncio
 import os
-import socket
-import subprocess
+import signal
 import sys
 import tempfile
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
+from types import FrameType
 from typing import Any
 
 import aiohttp
 
 from bench import common, inprocess
+from tools.harness import ServerProcess, app_server, child_env, free_port
 
 CONCURRENCY = (1, 8)
 # the app's settings that the variants change; any value of them in the caller's environment is dropped
@@ -45,53 +45,20 @@ APP_VARIANTS: dict[str, dict[str, str]] = {
 WARMUP_SECONDS = 3.0
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+class Server(ServerProcess):
+    """A server under test (``mlflow`` or an app variant) on a free loopback port, and the request it answers.
 
+    The process is ``base``'s (a :class:`tools.harness.ServerProcess`), under the variant's ``name``,
+    with ``env`` over the caller's environment less any of VARIANT_SETTINGS.
+    """
 
-@dataclass
-class Server:
-    """A server process on a free loopback port."""
-
-    name: str
-    argv: list[str]
-    env: dict[str, str]
-    ready_path: str
-    log_dir: Path
-    port: int = field(default_factory=free_port)
-    proc: subprocess.Popen | None = None
-
-    @property
-    def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+    def __init__(self, name: str, base: ServerProcess, env: dict[str, str]) -> None:
+        super().__init__(base.cmd, base.port, base.log, ready_path=base.ready_path, cwd=base.cwd, name=name)
+        self.env = child_env(env, drop=VARIANT_SETTINGS)
 
     @property
     def is_mlflow(self) -> bool:
         return self.name == "mlflow"
-
-    def start(self) -> None:
-        inherited = {k: v for k, v in os.environ.items() if k not in VARIANT_SETTINGS}
-        env = {**inherited, **common.CHILD_ENV, **self.env}
-        env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"  # mlflow execs `uvicorn`
-        env.pop("MLFLOW_RUN_ID", None)
-        argv = [a.replace("{port}", str(self.port)) for a in self.argv]
-        log = open(self.log_dir / f"{self.name}.log", "w")  # noqa: SIM115 - the child keeps it open
-        self.proc = subprocess.Popen(argv, cwd=common.ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
-
-    def log_tail(self, n: int = 30) -> str:
-        lines = (self.log_dir / f"{self.name}.log").read_text(errors="replace").splitlines()
-        return "\n".join(lines[-n:])
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(20)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
 
     def request(self, text: str) -> tuple[str, dict[str, Any]]:
         if self.is_mlflow:
@@ -102,37 +69,32 @@ class Server:
 def make_servers(names: list[str], uri: str, log_dir: Path) -> list[Server]:
     servers = []
     for name in names:
+        log = log_dir / f"{name}.log"
         if name == "mlflow":
-            argv = [sys.executable, "-m", "mlflow", "models", "serve", "-m", common.MODEL_URI, "--env-manager",
-                    "local", "-h", "127.0.0.1", "-p", "{port}", "-w", "1"]
-            servers.append(Server(name, argv, {"MLFLOW_TRACKING_URI": uri}, "/ping", log_dir))
+            port = free_port()
+            cmd = [sys.executable, "-m", "mlflow", "models", "serve", "-m", common.MODEL_URI, "--env-manager",
+                   "local", "-h", "127.0.0.1", "-p", str(port), "-w", "1"]
+            env = {"MLFLOW_TRACKING_URI": uri}
+            servers.append(Server(name, ServerProcess(cmd, port, log, env, "/ping"), env))
             continue
         env = {"MODEL_URI": common.MODEL_URI, "MLFLOW_TRACKING_URI": uri, "RELOAD_INTERVAL_S": "0",
                "INFERENCE_DB": str(log_dir / f"{name}-inference.db"), **APP_VARIANTS[name]}
-        argv = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", "{port}",
-                "--log-level", "warning", "--no-access-log"]
-        servers.append(Server(name, argv, env, "/ready", log_dir))
+        base = app_server(log, env, uvicorn_args=("--log-level", "warning", "--no-access-log"))
+        servers.append(Server(name, base, env))
     return servers
 
 
-async def wait_ready(servers: list[Server], timeout: float = 600) -> None:
+def wait_ready(servers: list[Server], timeout: float = 600) -> None:
+    """Wait until every server answers its readiness path (they start together: in turn is as fast)."""
     deadline = time.monotonic() + timeout
-    pending = list(servers)
-    async with aiohttp.ClientSession() as session:
-        while pending:
-            for server in list(pending):
-                if server.proc and server.proc.poll() is not None:
-                    raise RuntimeError(f"{server.name} exited with {server.proc.returncode}:\n{server.log_tail()}")
-                try:
-                    async with session.get(server.url + server.ready_path, timeout=aiohttp.ClientTimeout(5)) as r:
-                        if r.status == 200:
-                            pending.remove(server)
-                            print(f"  {server.name} ready on :{server.port}", flush=True)
-                except (aiohttp.ClientError, TimeoutError):
-                    pass
-            if time.monotonic() > deadline:
-                raise TimeoutError(f"not ready after {timeout}s: {[s.name for s in pending]}")
-            await asyncio.sleep(0.5)
+    for server in servers:
+        server.wait_ready(timeout=max(deadline - time.monotonic(), 1))
+        print(f"  {server.name} ready on :{server.port}", flush=True)
+
+
+def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
+    """``python -m bench`` stops a benchmark past its limit with SIGTERM: unwind, so the servers are stopped too."""
+    raise SystemExit(128 + signum)
 
 
 async def load(server: Server, text: str, concurrency: int, seconds: float) -> dict[str, Any]:
@@ -241,10 +203,11 @@ def main() -> None:
     log_dir = Path(tempfile.mkdtemp(prefix="bench-serving-"))
     servers = make_servers(names, uri, log_dir)
     print(f"starting {', '.join(names)} (logs in {log_dir})", flush=True)
+    signal.signal(signal.SIGTERM, _exit_on_sigterm)  # each server runs in its own process group
     try:
         for server in servers:
             server.start()
-        asyncio.run(wait_ready(servers))
+        wait_ready(servers)
         models = inprocess.Models()
         floor_before = inprocess.measure_floor(models, texts, floor_rounds // 2)
         results = asyncio.run(load_tests(servers, texts, rounds, seconds))

@@ -1,6 +1,6 @@
 """Training speed: dynamic padding of length-grouped batches vs padding everything to ``max_length``.
 
-Two real training runs (``pipelines.training.train``) on the same training subset, one
+Two real training runs (``pipelines.train.trainer.train``) on the same training subset, one
 epoch each, ``max_length=128``, then each model's test-split accuracy.  A second,
 interleaved measurement alternates single optimizer steps of the two paddings on the same
 batches, so that the step-time ratio does not depend on load drifting between the runs.
@@ -31,7 +31,7 @@ def config(padding: str, n_train: int) -> Any:
 
 def padded_tokens(lengths: list[int], cfg: Any) -> dict[str, float]:
     """Tokens per batch the model sees, and the share of them that is padding."""
-    from pipelines.training import length_grouped_batches
+    from pipelines.train.trainer import length_grouped_batches
 
     batches = length_grouped_batches(lengths, cfg.batch_size, random.Random(cfg.seed))
     width = [MAX_LENGTH if cfg.padding == "max_length" else max(lengths[i] for i in b) for b in batches]
@@ -40,13 +40,13 @@ def padded_tokens(lengths: list[int], cfg: Any) -> dict[str, float]:
 
 
 def training_run(padding: str, n_train: int) -> dict[str, Any]:
-    from pipelines.data import load_splits
-    from pipelines.evaluation import evaluate_scorer
-    from pipelines.training import train
+    from pipelines.data.split import load_splits
+    from pipelines.evaluate.testset import evaluate_scorer
+    from pipelines.train.trainer import train
 
     cfg = config(padding, n_train)
-    splits = load_splits(cfg)
-    result = train(cfg, splits, progress=False)
+    splits = load_splits(cfg.data)
+    result = train(cfg.train, cfg.scoring, splits, seed=cfg.seed, metric=cfg.promotion_metric, progress=False)
     epoch = result.history[0]
     test = evaluate_scorer(result.scorer(), splits.test).metrics
     lengths = [len(x) for x in result.tokenizer(splits.train["text"].tolist(), truncation=True,
@@ -64,11 +64,11 @@ def interleaved_steps(pairs: int, n_train: int) -> dict[str, Any]:
     """Median seconds of one optimizer step per padding, the two alternating on the same batches."""
     import torch
 
-    from pipelines.data import load_splits
-    from pipelines.training import _Collator, length_grouped_batches, load_base_model
+    from pipelines.data.split import load_splits
+    from pipelines.train.trainer import _Collator, length_grouped_batches, load_base_model
 
     cfg = config("dynamic", n_train)
-    splits = load_splits(cfg)
+    splits = load_splits(cfg.data)
     model, tokenizer = load_base_model(cfg.model_name)
     model.train()
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)

@@ -6,7 +6,8 @@
 #   2. the serving requirements (pyproject.toml [project.optional-dependencies] serve) as a
 #      wheelhouse in build/docker/wheels (reused while that list is unchanged); the CPU torch
 #      wheel comes from pip's find-links (/opt/wheels here)
-#   3. the project wheel (pipelines + app) in build/docker/dist
+#   3. the project wheel of the serving-safe core and the app (scoring + app, no pipelines) in
+#      build/docker/dist
 #   4. docker build -t $IMAGE .   (no network inside: pip installs from the wheelhouse)
 #
 # Environment: IMAGE (sentiment-mlops:1.0), BAKE_MODEL_URI (default: the production alias),
@@ -68,11 +69,11 @@ else
     log "wheelhouse: $(find "$CTX/wheels" -name '*.whl' | wc -l) wheels, $(du -sh "$CTX/wheels" | cut -f1) in $(elapsed "$t")"
 fi
 
-# -- 3. the project wheel, built from a clean copy of its sources ----------------------------------
+# -- 3. the project wheel, built from a clean copy of what serving needs (the core and the app) ----------
 t=$SECONDS
 src=$(mktemp -d)
 trap 'rm -rf "$src"' EXIT
-tar --exclude=__pycache__ -cf - pyproject.toml README.md pipelines app | tar -xf - -C "$src"
+tar --exclude=__pycache__ -cf - pyproject.toml README.md scoring app | tar -xf - -C "$src"
 rm -rf "$CTX/dist"
 "$PYTHON" -m pip wheel --quiet --no-deps --no-build-isolation --wheel-dir "$CTX/dist" "$src"
 log "project wheel: $(basename "$CTX"/dist/*.whl) in $(elapsed "$t")"

@@ -9,14 +9,31 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from pipelines import registry, tracking
-from pipelines.config import BACKEND_NAMES, DEFAULT_BACKEND, ConfigError, PipelineConfig, build_config, defaults
-from pipelines.steps import StepFailed
+from pipelines.config import ConfigError, PipelineConfig, build_config, defaults, expand
+from pipelines.data.split import load_splits
+from pipelines.evaluate import heldout
+from pipelines.flow.retrain import retrain_if_drift, run_monitor
+from pipelines.flow.runner import StepFailed, run_pipeline
+from pipelines.flow.steps import FLOWS
+from pipelines.monitor import reference_store
+from pipelines.monitor.verdict import exit_code
+from pipelines.registry import model_folder, rollback, versions
+from pipelines.train import onnx_logging
+from scoring import tracking
+from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND
+from scoring.identity import RegistryError, resolve_version
+from scoring.runtimes import load_scorer
 
 
-def _config(args: argparse.Namespace) -> PipelineConfig:
-    """Defaults < ``--config`` file < ``-p NAME VALUE`` overrides."""
-    return build_config({name: value for name, value in (args.parameter or [])}, args.config)
+def _config(args: argparse.Namespace, *takes: str) -> PipelineConfig:
+    """Defaults < ``--config`` file < ``-p NAME VALUE`` overrides; with ``takes``, refuse parameters not in it."""
+    cfg = build_config({name: value for name, value in (args.parameter or [])}, args.config)
+    if takes:
+        untaken = sorted(set(cfg.model_fields_set) - set(expand(takes)))
+        if untaken:
+            raise ConfigError(f"parameter(s) {', '.join(untaken)}: not taken by `{args.command}` "
+                              f"(it takes {', '.join(expand(takes))})")
+    return cfg
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -37,13 +54,11 @@ def _print_json(data: dict) -> None:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from pipelines.runner import TRAINING_STEPS, run_pipeline
-
     cfg = _config(args)
-    steps = tuple(s.strip() for s in args.steps.split(",")) if args.steps else TRAINING_STEPS
-    unknown = [s for s in steps if s not in TRAINING_STEPS]
+    steps = tuple(s.strip() for s in args.steps.split(",")) if args.steps else FLOWS["training"]
+    unknown = [s for s in steps if s not in FLOWS["training"]]
     if unknown:
-        raise ConfigError(f"--steps: unknown step(s) {unknown}; choose from {', '.join(TRAINING_STEPS)}")
+        raise ConfigError(f"--steps: unknown step(s) {unknown}; choose from {', '.join(FLOWS['training'])}")
     kwargs = {"notebooks_dir": Path(args.notebooks_dir).resolve()} if args.notebooks_dir else {}
     result = run_pipeline(cfg, steps, output_dir=args.output_dir, **kwargs)
     _print_json({"parent_run_id": result.parent_run_id, "output_dir": str(result.output_dir), "steps": result.steps})
@@ -51,28 +66,26 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg = _config(args, "tracking", "registry")
     tracking.setup(cfg.tracking_uri)
-    old, new = registry.rollback(cfg.registered_model_name, cfg.alias, args.to_version or "")
+    old, new = rollback.rollback(cfg.registered_model_name, cfg.alias, args.to_version or "")
     print(f"{cfg.registered_model_name}@{cfg.alias}: v{old} -> v{new}")
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    cfg = _config(args)
+    cfg = _config(args, "tracking", "registered_model_name")
     tracking.setup(cfg.tracking_uri)
-    print(json.dumps(registry.history(cfg.registered_model_name), indent=2))
+    print(json.dumps(versions.history(cfg.registered_model_name), indent=2))
     return 0
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    from pipelines.export import export_model
-
-    cfg = _config(args)
+    cfg = _config(args, "tracking", "registry")
     tracking.setup(cfg.tracking_uri)
     uri = _model_uri(args, cfg)
     try:
-        identity = export_model(uri, args.output, overwrite=args.overwrite)
+        identity = model_folder.export_model(uri, args.output, overwrite=args.overwrite)
     except FileExistsError as err:
         raise ConfigError(f"--output: {err}") from None
     print(f"exported {identity.name} v{identity.version} ({uri}) to {args.output}")
@@ -81,44 +94,33 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_monitor(args: argparse.Namespace) -> int:
     """Drift check of the production window; stdout is the verdict JSON only (progress goes to stderr)."""
-    from pipelines import monitoring
-
     cfg = _config(args)
     with contextlib.redirect_stdout(sys.stderr):
-        verdict = monitoring.run_monitor(cfg, args.output_dir)
+        verdict = run_monitor(cfg, args.output_dir)
     _print_json(verdict)
-    return monitoring.exit_code(verdict)
+    return exit_code(verdict)
 
 
 def cmd_retrain_if_drift(args: argparse.Namespace) -> int:
     """Monitor; on drift run train → evaluate → promote; stdout is the summary JSON."""
-    from pipelines import monitoring
-
     cfg = _config(args)
     with contextlib.redirect_stdout(sys.stderr):
-        summary, code = monitoring.retrain_if_drift(cfg, args.output_dir)
+        summary, code = retrain_if_drift(cfg, args.output_dir)
     _print_json(summary)
     return code
 
 
 def cmd_profile(args: argparse.Namespace) -> int:
-    from pipelines import profile
-
-    cfg = _config(args)
+    cfg = _config(args, "tracking", "registry", "data", "model_version")
     tracking.setup(cfg.tracking_uri)
-    mv, uri = profile.backfill(cfg)
+    mv, uri = reference_store.backfill(cfg.registered_model_name, cfg.alias, cfg.model_version, cfg.data)
     print(f"reference profile of {mv.name} v{mv.version}: {uri}")
     return 0
 
 
 def cmd_heldout(args: argparse.Namespace) -> int:
-    """Score a version on held-out real reviews (see pipelines.heldout); record the figures on it."""
-    from pipelines import heldout
-    from pipelines.backends import load_scorer
-    from pipelines.data import load_splits
-    from pipelines.onnx_backend import resolve_version
-
-    cfg = _config(args)
+    """Score a version on held-out real reviews (see pipelines.evaluate.heldout); record the figures on it."""
+    cfg = _config(args, "tracking", "registry", "data")
     tracking.setup(cfg.tracking_uri)
     uri = _model_uri(args, cfg)
     try:
@@ -128,15 +130,26 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     except OSError as err:
         raise ConfigError(f"cannot download {heldout.TARBALL_URL} ({err}); pass --archive PATH to a copy") from None
     sets = {name: heldout.load_set(archive, name) for name in heldout.SETS}
-    train = load_splits(cfg).train
+    train = load_splits(cfg.data).train
     with contextlib.redirect_stdout(sys.stderr):
         table = heldout.evaluate(load_scorer(uri, args.backend), train, sets, cfg.seed)
     mv = resolve_version(uri)
     if mv is not None:
-        registry.set_tags(mv.name, mv.version, heldout.tags_for(table, args.backend))
+        versions.set_tags(mv.name, mv.version, heldout.tags_for(table, args.backend))
     print(f"{uri}{f' (v{mv.version})' if mv is not None else ''}, backend {args.backend}, "
           f"baselines trained on the {len(train)} training texts of {cfg.dataset}:")
     print(table.round(4).to_string(index=False))
+    return 0
+
+
+def cmd_export_onnx(args: argparse.Namespace) -> int:
+    """Export a registered version to ONNX (fp32 + int8), log the files with it and tag it."""
+    cfg = _config(args, "tracking", "registry")
+    tracking.setup(cfg.tracking_uri)
+    try:
+        _print_json(onnx_logging.log_onnx(_model_uri(args, cfg), args.run_id))
+    except ValueError as err:
+        raise ConfigError(f"--model-uri: {err}") from None
     return 0
 
 
@@ -197,13 +210,22 @@ def build_parser() -> argparse.ArgumentParser:
     held = sub.add_parser(
         "heldout", help="score a version on held-out real reviews (IMDb, Yelp, Amazon sentences)",
         description="Downloads the UCI Sentiment Labelled Sentences once (npm sentiment@5.0.2, sha512-checked) "
-                    "unless --archive gives a copy. See pipelines/heldout.py.",
+                    "unless --archive gives a copy. See pipelines/evaluate/heldout.py.",
     )
     _add_config_args(held)
     held.add_argument("--model-uri", help="default: models:/<registered_model_name>@<alias>")
     held.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES, help="runtime, as BACKEND")
     held.add_argument("--archive", help="a local sentiment-5.0.2.tgz instead of the download")
     held.set_defaults(func=cmd_heldout)
+
+    onnx = sub.add_parser(
+        "export-onnx", help="export a registered version to ONNX (+ int8) and log it with the version",
+        description="The train step does this for every new version (onnx_export); this is for older ones.",
+    )
+    _add_config_args(onnx)
+    onnx.add_argument("--model-uri", help="default: models:/<registered_model_name>@<alias>")
+    onnx.add_argument("--run-id", default="", help="run to log the files to (default: the version's run)")
+    onnx.set_defaults(func=cmd_export_onnx)
 
     params = sub.add_parser("params", help="print every parameter with its default")
     params.set_defaults(func=cmd_params)
@@ -214,7 +236,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.func(args)
-    except (ConfigError, registry.RegistryError) as err:
+    except (ConfigError, RegistryError) as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
     except StepFailed as err:  # its notebook and runs are logged; a failed step never moves the alias

@@ -1,83 +1,108 @@
-"""The one place for configuration defaults.
+"""The one place for configuration defaults, in sections composed into one flat config.
 
-The same names are used by the notebooks' ``parameters`` cells, by
-``python -m pipelines run -p NAME VALUE`` and by the serving app's environment
-variables (upper-cased, e.g. ``MODEL_URI``).  A test keeps the notebooks'
-literal defaults equal to the ones below.
+Each stage takes the section it uses (``load_splits(cfg.data)``, ``train(cfg.train,
+cfg.scoring, …)``, ``Thresholds.from_config(cfg.monitor)``), while the names stay flat
+and unique, so the same name works everywhere: the notebooks' ``parameters`` cells,
+``python -m pipelines run -p NAME VALUE``, config files, and the serving app's
+environment variables (upper-cased, e.g. ``LONG_TEXT_STRATEGY``). Which step takes which
+parameters is declared in :mod:`pipelines.flow.steps`; a test keeps each notebook's
+parameters cell equal to it, with the defaults below.
 """
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from pathlib import Path
 from typing import Any
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
+
+from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND, ScoringConfig
 
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
 EMBEDDED_DATASET = "embedded:rotten_tomatoes"
 PROMOTION_METRICS = ("accuracy", "roc_auc", "f1", "precision", "recall")
-LONG_TEXT_STRATEGIES = ("truncate", "head_tail", "sliding_window")  # see pipelines.inference
-LONG_TEXT_PATTERN = f"^({'|'.join(LONG_TEXT_STRATEGIES)})$"
-BACKEND_NAMES = ("onnx-int8", "onnx", "torch")  # serving runtimes, see pipelines.backends
-DEFAULT_BACKEND = "onnx-int8"  # what the server runs (BACKEND) and the gate compares; the reference scores are PyTorch
 
 
 class ConfigError(ValueError):
     """A parameter has an unknown name or an invalid value; the message names it."""
 
 
-class PipelineConfig(BaseModel):
-    """Every parameter of the pipeline, with its default."""
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
 
-    model_config = ConfigDict(extra="forbid", validate_assignment=True)
 
-    # tracking
+class TrackingSection(_Section):
+    """Where runs are recorded."""
+
     tracking_uri: str = Field("", description="MLflow tracking URI; '' = $MLFLOW_TRACKING_URI or the project store")
     experiment_name: str = Field("sentiment", min_length=1)
+
+
+class RegistrySection(_Section):
+    """The registered model and the alias the server follows."""
+
     registered_model_name: str = Field("sentiment", min_length=1)
     alias: str = Field("production", min_length=1)
 
-    # data
+
+class DataSection(_Section):
+    """The labelled texts and their fixed split."""
+
     dataset: str = Field(EMBEDDED_DATASET, min_length=1)
     text_column: str = Field("text", min_length=1)
     label_column: str = Field("label", min_length=1)
     val_size: float = Field(0.1, gt=0, lt=0.5)
     test_size: float = Field(0.1, gt=0, lt=0.5)
+    seed: int = Field(42, description="the split's seed, and training's")
     max_train_samples: int = Field(0, ge=0, description="0 = all")
     include_feedback: bool = Field(False, description="add labelled feedback from the serving app to training")
     inference_db: str = Field("", description="inference log + feedback (SQLite); empty = <state dir>/inference.db")
 
-    # model and training
+
+class TrainSection(_Section):
+    """Fine-tuning: the base model, the optimizer and the schedule."""
+
     model_name: str = Field(EMBEDDED_MODEL, min_length=1)
     epochs: int = Field(4, ge=1, le=100)
     learning_rate: float = Field(5e-5, ge=0, lt=1)
     batch_size: int = Field(32, ge=1, le=4096)
-    max_length: int = Field(64, ge=8, le=512)
     warmup_ratio: float = Field(0.1, ge=0, lt=1)
     weight_decay: float = Field(0.01, ge=0, lt=1)
     early_stopping_patience: int = Field(2, ge=0)
     tune_threshold: bool = True
     average_checkpoints: bool = Field(True, description="try the mean of the epoch weights; keep it if val is better")
     padding: str = Field("dynamic", pattern="^(dynamic|max_length)$")
-    seed: int = 42
     num_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
     onnx_export: bool = Field(True, description="log the ONNX (fp32 + int8) export the server runs with the version")
 
-    # long texts (scoring, shared by evaluation and serving)
-    long_text_strategy: str = Field("sliding_window", pattern=LONG_TEXT_PATTERN)
-    window_stride: int = Field(16, ge=0, description="tokens shared by consecutive windows")
-    max_windows: int = Field(16, ge=1)
 
-    # evaluation and promotion
+class GateSection(_Section):
+    """The candidate and the champion/challenger rule that may move the alias."""
+
     model_version: str = Field("", description="candidate version; '' = the newest")
-    promotion_metric: str = "accuracy"
+    promotion_metric: str = Field("accuracy", description="compared by the gate; early stopping and the threshold "
+                                                          "optimise it too")
     promotion_backend: str = Field(DEFAULT_BACKEND, description="runtime whose test scores the gate compares")
     min_delta: float = Field(0.002, ge=0, le=1)
     min_metric: float = Field(0.70, ge=0, le=1, description="absolute floor for the promotion metric")
 
-    # monitoring (drift of production traffic in the inference log; see docs/monitoring.md)
+    @field_validator("promotion_metric")
+    @classmethod
+    def _known_metric(cls, value: str) -> str:
+        return _one_of(value, PROMOTION_METRICS)
+
+    @field_validator("promotion_backend")
+    @classmethod
+    def _known_backend(cls, value: str) -> str:
+        return _one_of(value, BACKEND_NAMES)
+
+
+class MonitorSection(_Section):
+    """Drift of production traffic in the inference log (see docs/monitoring.md)."""
+
     reference_profile: str = Field(
         "", description="reference profile JSON (path or MLflow URI); '' = the one logged with the version's run"
     )
@@ -100,13 +125,69 @@ class PipelineConfig(BaseModel):
                 raise ValueError("must be an ISO-8601 time such as 2025-01-31T12:00:00+00:00") from None
         return value
 
-    @field_validator("promotion_metric", "promotion_backend")
-    @classmethod
-    def _one_of_the_names(cls, value: str, info: ValidationInfo) -> str:
-        names = {"promotion_metric": PROMOTION_METRICS, "promotion_backend": BACKEND_NAMES}[info.field_name]
-        if value not in names:
-            raise ValueError(f"must be one of {', '.join(names)}")
-        return value
+
+def _one_of(value: str, names: tuple[str, ...]) -> str:
+    if value not in names:
+        raise ValueError(f"must be one of {', '.join(names)}")
+    return value
+
+
+SECTIONS: dict[str, type[BaseModel]] = {
+    "tracking": TrackingSection, "registry": RegistrySection, "data": DataSection, "train": TrainSection,
+    "scoring": ScoringConfig, "gate": GateSection, "monitor": MonitorSection,
+}
+
+
+class PipelineConfig(MonitorSection, GateSection, ScoringConfig, TrainSection, DataSection, RegistrySection,
+                     TrackingSection):
+    """Every parameter of the pipeline, with its default: the sections above, flat (fields in section order)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
+
+    def section(self, cls: type[BaseModel]) -> Any:
+        """This config's values of one section, as that section's type."""
+        return cls.model_validate({name: getattr(self, name) for name in cls.model_fields})
+
+    @property
+    def tracking(self) -> TrackingSection:
+        return self.section(TrackingSection)
+
+    @property
+    def registry(self) -> RegistrySection:
+        return self.section(RegistrySection)
+
+    @property
+    def data(self) -> DataSection:
+        return self.section(DataSection)
+
+    @property
+    def train(self) -> TrainSection:
+        return self.section(TrainSection)
+
+    @property
+    def scoring(self) -> ScoringConfig:
+        return self.section(ScoringConfig)
+
+    @property
+    def gate(self) -> GateSection:
+        return self.section(GateSection)
+
+    @property
+    def monitor(self) -> MonitorSection:
+        return self.section(MonitorSection)
+
+
+def expand(names: Iterable[str]) -> tuple[str, ...]:
+    """Parameter names, with section names (``data``) replaced by their fields, in order, without repeats."""
+    out: dict[str, None] = {}
+    for name in names:
+        if name in SECTIONS:
+            out.update(dict.fromkeys(SECTIONS[name].model_fields))
+        elif name in PipelineConfig.model_fields:
+            out[name] = None
+        else:
+            raise KeyError(f"{name!r} is neither a config section ({', '.join(SECTIONS)}) nor a parameter")
+    return tuple(out)
 
 
 def defaults() -> dict[str, Any]:
@@ -129,7 +210,11 @@ def _coerce(name: str, value: Any) -> Any:
 
 
 def build_config(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> PipelineConfig:
-    """Defaults < config file < overrides; raise ConfigError naming the bad parameter."""
+    """Defaults < config file < overrides; raise ConfigError naming the bad parameter.
+
+    The names given (in the file or as overrides) are the config's ``model_fields_set``: what a user asked
+    for, which the runner checks against the steps it runs.
+    """
     values: dict[str, Any] = {}
     if config_file:
         path = Path(config_file)
@@ -152,3 +237,8 @@ def build_config(overrides: dict[str, Any] | None = None, config_file: str | Pat
         first = err.errors()[0]
         name = ".".join(str(p) for p in first["loc"])
         raise ConfigError(f"parameter {name}: {first['msg']} (got {first.get('input')!r})") from None
+
+
+def settled(cfg: PipelineConfig) -> PipelineConfig:
+    """The same values with no parameter marked as given: for runs whose parameters were checked already."""
+    return PipelineConfig.model_construct(_fields_set=set(), **cfg.model_dump())

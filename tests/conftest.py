@@ -2,7 +2,8 @@
 
 ``learned_store`` trains a real model once per test session (a few thousand
 Rotten Tomatoes snippets, so it really tells Negative from Positive), registers
-it in a temporary SQLite MLflow store and points ``production`` at it.
+it in a temporary SQLite MLflow store and points ``production`` at it
+(:func:`tools.model_store.build_store`, which the benchmarks use too).
 Set ``SENTIMENT_MLOPS_TEST_CACHE=/some/dir`` to keep that store between local
 sessions (CI always trains afresh).
 """
@@ -12,22 +13,21 @@ from __future__ import annotations
 import fcntl
 import os
 import shutil
-from dataclasses import dataclass
 from pathlib import Path
 
 import mlflow
 import pandas as pd
 import pytest
 
-from pipelines import registry, tracking
-from pipelines.config import build_config
-from pipelines.data import load_rotten_tomatoes
+from pipelines.data.sources import clean, load_rotten_tomatoes
+from scoring import tracking
+from tools.model_store import Store, build_store, sqlite_uri
 
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-LEARNED_CACHE = "learned-store-v2"  # bump when what the fixture stores changes (v2: the ONNX export)
+LEARNED_CACHE = "learned-store-v3"  # bump when what the fixture stores changes (v2: ONNX export, v3: profile)
 LEARNED_PARAMS = {
     "max_train_samples": 3000,
     "epochs": 2,
@@ -40,24 +40,6 @@ POSITIVE_REVIEW = "The movie was amazing: a warm, funny and beautifully acted fi
 NEGATIVE_REVIEW = (
     "A dull, lifeless mess. The plot is stupid, the acting is terrible and it is a complete waste of time."
 )
-
-
-@dataclass(frozen=True)
-class Store:
-    """A temporary MLflow store with a registered, promoted model."""
-
-    root: Path
-    tracking_uri: str
-    model_name: str = "sentiment"
-    version: str = "1"
-
-    @property
-    def model_uri(self) -> str:
-        return f"models:/{self.model_name}@production"
-
-
-def sqlite_uri(folder: Path) -> str:
-    return f"sqlite:///{folder / 'mlflow.db'}"
 
 
 def _point_mlflow_at(uri: str, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -79,8 +61,6 @@ def mlflow_uri(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> str:
 
 @pytest.fixture(scope="session")
 def rt_frame() -> pd.DataFrame:
-    from pipelines.data import clean
-
     return clean(load_rotten_tomatoes())
 
 
@@ -90,28 +70,6 @@ def tiny_csv(tmp_path_factory: pytest.TempPathFactory, rt_frame: pd.DataFrame) -
     path = tmp_path_factory.mktemp("data") / "tiny.csv"
     rt_frame.sample(300, random_state=0).to_csv(path, index=False)
     return path
-
-
-def _train_learned_store(root: Path) -> Store:
-    from pipelines import model_logging, onnx_backend, promotion, training
-    from pipelines.data import load_splits
-    from pipelines.evaluation import evaluate_scorer
-
-    uri = sqlite_uri(root)
-    cfg = build_config({**LEARNED_PARAMS, "tracking_uri": uri})
-    tracking.setup(uri, cfg.experiment_name)
-    splits = load_splits(cfg)
-    with mlflow.start_run(run_name="learned-fixture") as run:
-        result = training.train(cfg, splits, progress=False)
-        mv = model_logging.log_and_register(result, cfg, splits)
-        onnx_backend.log_onnx(registry.model_uri(mv.name, mv.version), run.info.run_id)  # as notebooks/train does
-        metrics = evaluate_scorer(result.scorer(), splits.test).metrics
-        registry.record_evaluation(cfg.registered_model_name, mv.version, metrics, splits.digest, run.info.run_id)
-        candidate, champion, scores, _ = promotion.gather(cfg.model_copy(update={"model_version": mv.version}))
-        decision = promotion.decide_and_apply(cfg, candidate, champion, scores, run.info.run_id)
-        assert decision.promote, decision.reasons
-    (root / "READY").write_text(str(mv.version))  # MLflow 3 gives the version as an int
-    return Store(root, uri, cfg.registered_model_name, str(mv.version))
 
 
 @pytest.fixture(scope="session")
@@ -126,7 +84,8 @@ def learned_store(tmp_path_factory: pytest.TempPathFactory) -> Store:
         if (root / "READY").exists():
             store = Store(root, sqlite_uri(root), "sentiment", (root / "READY").read_text().strip())
         else:
-            store = _train_learned_store(root)
+            store = build_store(root, LEARNED_PARAMS, run_name="learned-fixture")
+            (root / "READY").write_text(store.version)
     if previous:
         mlflow.set_tracking_uri(previous)
     return store

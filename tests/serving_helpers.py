@@ -2,11 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import socket
-import subprocess
-import sys
-import time
 from pathlib import Path
 from typing import Any
 
@@ -14,84 +9,48 @@ import httpx
 import mlflow
 from mlflow import MlflowClient
 
-from pipelines import registry
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+from pipelines.registry.promotion import apply_decision
+from pipelines.registry.rule import Decision
+from pipelines.registry.versions import set_tags
+from scoring.identity import model_uri
+from scoring.model_files import load_components
+from tools.harness import ServerProcess, app_server
 
 
 class Server:
-    """``uvicorn app.main:app`` on a free loopback port with the given environment."""
+    """``uvicorn app.main:app`` on a free loopback port with the given environment, started at once.
+
+    A thin layer over :func:`tools.harness.app_server`: ``client`` is an ``httpx.Client`` on ``url``.
+    """
 
     def __init__(self, env: dict[str, str], log_path: Path) -> None:
-        self.port = free_port()
-        self.url = f"http://127.0.0.1:{self.port}"
-        self.log_path = log_path
-        full_env = {**os.environ, "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false",
-                    "PYTHONUNBUFFERED": "1", **env}
-        full_env.pop("MLFLOW_RUN_ID", None)
-        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(self.port)],
-            cwd=ROOT, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
-        )
+        self.process: ServerProcess = app_server(log_path, env).start()
+        self.proc, self.port, self.url = self.process.proc, self.process.port, self.process.url
         self.client = httpx.Client(base_url=self.url, timeout=120)
 
     def wait_ready(self, timeout: float = 300) -> None:
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"server exited with {self.proc.returncode}:\n{self.log_tail()}")
-            try:
-                if self.client.get("/ready", timeout=5).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        raise TimeoutError(f"server not ready after {timeout}s:\n{self.log_tail()}")
+        self.process.wait_ready(timeout)
 
     def log_tail(self, n: int = 60) -> str:
-        return "\n".join(self.log_path.read_text(errors="replace").splitlines()[-n:])
+        return self.process.log_tail(n)
 
     def stop(self) -> None:
+        """Close the client; SIGTERM the server (its lifespan drains the inference log), SIGKILL after 30 s."""
         self.client.close()
-        if self.proc.poll() is None:
-            self.proc.terminate()
-            try:
-                self.proc.wait(30)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait(10)
-        self._log.close()
-
-
-def wait_for(check: Any, timeout: float = 120, interval: float = 0.5) -> Any:
-    """Call ``check`` until it returns something truthy; return it (or fail with the last value)."""
-    deadline, value = time.monotonic() + timeout, None
-    while time.monotonic() < deadline:
-        value = check()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"condition not met within {timeout}s (last value: {value!r})")
+        self.process.stop(timeout=30)
 
 
 def promote(name: str, version: str, previous: str | None, alias: str = "production") -> None:
     """Move the alias as the promotion gate does (recording the previous version for rollback)."""
-    decision = registry.Decision(True, ["test promotion"], "accuracy", version, 1.0, previous, 0.0)
-    registry.apply_decision(name, alias, decision)
+    decision = Decision(True, ["test promotion"], "accuracy", version, 1.0, previous, 0.0)
+    apply_decision(name, alias, decision)
 
 
 def log_always_positive(store_dir: Path, name: str, from_version: str) -> str:
     """Register a new version: the learned model with its positive bias raised so it says Positive to anything."""
     import torch
 
-    model, tokenizer = registry.load_components(registry.model_uri(name, from_version))
+    model, tokenizer = load_components(model_uri(name, from_version))
     with torch.no_grad():
         model.classifier.bias[1] += 20.0
     with mlflow.start_run(experiment_id=_experiment(store_dir)):
@@ -100,7 +59,7 @@ def log_always_positive(store_dir: Path, name: str, from_version: str) -> str:
             registered_model_name=name, pip_requirements=["mlflow", "torch", "transformers"],
         )
     version = str(info.registered_model_version)
-    registry.set_tags(name, version, {"eval.accuracy": "0.500000"})
+    set_tags(name, version, {"eval.accuracy": "0.500000"})
     return version
 
 

@@ -7,8 +7,11 @@ import nbformat
 import papermill
 import pytest
 
-from pipelines.config import ConfigError, PipelineConfig, build_config, defaults
-from pipelines.steps import RUNNER_PARAMETERS
+from pipelines import cli
+from pipelines.config import SECTIONS, ConfigError, DataSection, PipelineConfig, build_config, defaults, expand
+from pipelines.flow.notebook import RUNNER_PARAMETERS
+from pipelines.flow.steps import FLOWS, STEPS, check_parameters, steps_of
+from scoring.config import ScoringConfig
 
 NOTEBOOKS = sorted((Path(__file__).parent.parent / "notebooks").glob("*.ipynb"))
 
@@ -51,21 +54,82 @@ def test_missing_config_file_is_refused(tmp_path):
         build_config({}, tmp_path / "nope.yaml")
 
 
+def test_sections_partition_the_flat_config():
+    names = [n for section in SECTIONS.values() for n in section.model_fields]
+    assert len(names) == len(set(names)), "a parameter name belongs to one section only"
+    assert set(names) == set(PipelineConfig.model_fields)
+    cfg = build_config({"epochs": "2", "dataset": "reviews.csv", "long_text_strategy": "truncate"})
+    assert isinstance(cfg.data, DataSection) and cfg.data.dataset == "reviews.csv"
+    assert cfg.train.epochs == 2 and cfg.scoring == ScoringConfig(long_text_strategy="truncate")
+    assert set(cfg.model_fields_set) == {"epochs", "dataset", "long_text_strategy"}  # what the user gave
+
+
+def test_every_notebook_is_a_step_of_the_table():
+    assert {nb.stem for nb in NOTEBOOKS} == set(STEPS)
+    assert {s for flow in FLOWS.values() for s in flow} == set(STEPS)
+
+
 @pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
-def test_notebook_parameters_match_config_defaults(notebook):
-    """Every notebook parameter is a pipeline parameter with the same default (or a runner parameter)."""
+def test_notebook_parameters_are_what_its_step_takes(notebook):
+    """The parameters cell declares exactly the step's parameters (pipelines/flow/steps.py), with config defaults."""
     params = papermill.inspect_notebook(str(notebook))
-    assert set(RUNNER_PARAMETERS) <= set(params), "the runner needs mlflow_run_id and result_path"
     cell = next(c for c in nbformat.read(notebook, 4).cells if "parameters" in c.metadata.get("tags", []))
     assigned = {t.id for node in ast.parse(cell.source).body if isinstance(node, ast.Assign) for t in node.targets}
     assert assigned == set(params), f"papermill cannot read {sorted(assigned - set(params))} (two '=' on a line?)"
-    fields = PipelineConfig.model_fields
+    step = STEPS[notebook.stem]
+    assert set(params) == set(step.parameters) | set(RUNNER_PARAMETERS), (
+        f"missing {sorted(set(step.parameters) - set(params))}, not taken {sorted(set(params) - set(step.parameters))}")
     d = defaults()
-    for name, spec in params.items():
-        if name in RUNNER_PARAMETERS:
-            continue
-        assert name in fields, f"{notebook.name}: parameter {name} is not in pipelines.config"
-        assert eval(spec["default"]) == d[name], f"{notebook.name}: {name} default differs from pipelines.config"
+    for name in step.parameters:
+        assert eval(params[name]["default"]) == d[name], f"{notebook.name}: {name} default differs from the config"
+
+
+@pytest.mark.parametrize("notebook", NOTEBOOKS, ids=lambda p: p.stem)
+def test_notebook_imports_do_not_shadow_its_parameters(notebook):
+    """``notebook.config(globals())`` reads the parameters back by name: an import of the same name would win."""
+    imported = {alias.asname or alias.name.split(".")[0]
+                for cell in nbformat.read(notebook, 4).cells if cell.cell_type == "code"
+                for node in ast.walk(ast.parse(cell.source)) if isinstance(node, ast.Import | ast.ImportFrom)
+                for alias in node.names}
+    assert not imported & set(papermill.inspect_notebook(str(notebook)))
+
+
+def test_a_step_that_loads_data_takes_every_data_parameter():
+    """So no data parameter is dropped on the way (the evaluate step once lacked include_feedback)."""
+    for step in STEPS.values():
+        if "dataset" in step.parameters:
+            assert set(DataSection.model_fields) <= set(step.parameters), step.name
+
+
+def test_a_parameter_no_step_of_the_run_takes_is_refused():
+    cfg = build_config({"epochs": "2", "min_delta": "0.01"})
+    with pytest.raises(ConfigError, match=r"epochs, min_delta: not taken .*\(eda\).*epochs is taken by train"):
+        check_parameters(cfg, steps_of(["eda"]))
+    check_parameters(cfg, steps_of(FLOWS["retrain"]))  # train takes epochs, promote takes min_delta
+    with pytest.raises(ConfigError, match="epochs is taken by train"):
+        check_parameters(build_config({"epochs": "2"}), steps_of(FLOWS["monitor"]))
+    with pytest.raises(ConfigError, match="unknown step"):
+        steps_of(["deploy"])
+
+
+@pytest.mark.parametrize(
+    ("argv", "message"),
+    [
+        (["rollback", "-p", "epochs", "2"], "parameter(s) epochs: not taken by `rollback`"),
+        (["history", "-p", "alias", "staging"], "parameter(s) alias: not taken by `history`"),
+        (["run", "--steps", "eda", "-p", "min_delta", "0.1"], "min_delta: not taken by the step(s) run here (eda)"),
+        (["monitor", "-p", "learning_rate", "1e-4"], "learning_rate is taken by train"),
+    ],
+)
+def test_cli_refuses_parameters_its_command_does_not_take(argv, message, capsys):
+    assert cli.main(argv) == 2
+    assert message in capsys.readouterr().err
+
+
+def test_expand_replaces_sections_by_their_fields():
+    assert expand(["scoring", "seed"]) == (*ScoringConfig.model_fields, "seed")
+    with pytest.raises(KeyError, match="neither a config section"):
+        expand(["trainer"])
 
 
 @pytest.mark.parametrize("config_file", sorted((Path(__file__).parent.parent / "configs").glob("*.yaml")),

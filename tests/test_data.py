@@ -6,7 +6,8 @@ import pandas as pd
 import pytest
 
 from pipelines.config import ConfigError, build_config
-from pipelines.data import clean, digest, load_dataset, load_rotten_tomatoes, load_splits, normalize_labels, split
+from pipelines.data.sources import clean, load_dataset, load_rotten_tomatoes, normalize_labels
+from pipelines.data.split import digest, load_splits, split
 
 
 def _frame(n=40):
@@ -86,8 +87,8 @@ def test_split_is_deterministic_stratified_and_disjoint():
 
 
 def test_max_train_samples_shrinks_train_only():
-    full = load_splits(build_config({}))
-    small = load_splits(build_config({"max_train_samples": 500}))
+    full = load_splits(build_config({}).data)
+    small = load_splits(build_config({"max_train_samples": 500}).data)
     assert len(small.train) == 500
     pd.testing.assert_frame_equal(full.test, small.test)
     assert full.digest == small.digest

@@ -7,11 +7,13 @@ import pandas as pd
 import pytest
 from transformers import AutoTokenizer
 
-from pipelines import drift, monitoring, profile
 from pipelines.config import ConfigError, build_config
-from pipelines.data import load_splits
-from pipelines.embedded import embedded_model_dir
-from pipelines.inference import ScoringConfig
+from pipelines.data.embedded import embedded_model_dir
+from pipelines.data.split import load_splits
+from pipelines.monitor import drift, report, window
+from pipelines.monitor import reference as profiles
+from scoring import features, inference_log
+from scoring.config import ScoringConfig
 
 OTHER_DOMAIN = [
     "The firmware update bricked my router and the support ticket was closed without a refund.",
@@ -32,7 +34,7 @@ class LexiconScorer:
     def predict_proba(self, texts: list[str]) -> np.ndarray:
         good = {"good", "great", "best", "funny", "fun", "beautiful", "love", "charming", "smart", "moving"}
         bad = {"bad", "dull", "worst", "boring", "mess", "fails", "broken", "stupid", "loud", "lags"}
-        score = np.array([sum((w in good) - (w in bad) for w in profile.words(t)) for t in texts], float)
+        score = np.array([sum((w in good) - (w in bad) for w in profiles.words(t)) for t in texts], float)
         jitter = np.array([(hash(t) % 1000) / 1000 - 0.5 for t in texts])
         return 1 / (1 + np.exp(-(score + jitter)))
 
@@ -44,25 +46,25 @@ def scorer() -> LexiconScorer:
 
 @pytest.fixture(scope="module")
 def splits():
-    return load_splits(build_config({"max_train_samples": 3000}))
+    return load_splits(build_config({"max_train_samples": 3000}).data)
 
 
 @pytest.fixture(scope="module")
 def reference(scorer, splits) -> dict:
-    return profile.build_profile(scorer, splits)
+    return profiles.build_profile(scorer, splits)
 
 
 def _rows(scorer, texts, version="1", log_text=True) -> pd.DataFrame:
-    return pd.DataFrame(monitoring.score_rows(scorer, texts, "sentiment", version, log_text=log_text))
+    return pd.DataFrame(inference_log.scored_rows(scorer, texts, "sentiment", version, log_text=log_text))
 
 
 def test_text_features_count_special_and_unknown_tokens(scorer):
-    f = profile.text_features(scorer.tokenizer, ["Great movie!", "🤖 🤖 ok", ""])
-    assert list(f.columns) == list(profile.FEATURE_COLUMNS)
+    f = features.text_features(scorer.tokenizer, ["Great movie!", "🤖 🤖 ok", ""])
+    assert list(f.columns) == list(features.FEATURE_COLUMNS)
     assert f["n_chars"].tolist() == [12, 6, 0]
     assert f["n_tokens"].tolist() == [5, 5, 2]  # [CLS] great movie ! [SEP]; [CLS] [UNK] [UNK] ok [SEP]; [CLS] [SEP]
     assert f["unk_ratio"].tolist() == [0.0, pytest.approx(2 / 5), 0.0]
-    assert profile.text_features(scorer.tokenizer, []).empty
+    assert features.text_features(scorer.tokenizer, []).empty
 
 
 def test_profile_holds_training_and_validation_references(reference, splits):
@@ -73,7 +75,7 @@ def test_profile_holds_training_and_validation_references(reference, splits):
     assert len(reference["validation"]["confidence"]["values"]) == len(splits.validation)
     assert {"the", "film", "movie"} <= set(reference["train"]["vocabulary"]["top_words"])
     assert 0 < reference["validation"]["oov_rate"] < 0.3
-    assert len(reference["train"]["text_sample"]) == profile.TEXT_SAMPLE_SIZE
+    assert len(reference["train"]["text_sample"]) == profiles.TEXT_SAMPLE_SIZE
 
 
 def test_psi_is_small_for_the_same_distribution_and_large_for_a_shift():
@@ -135,7 +137,7 @@ def test_output_signals_use_only_the_monitored_version(scorer, reference, splits
 def test_report_renders_every_signal(scorer, reference, splits):
     rows = _rows(scorer, splits.test["text"].tolist()[:250])
     verdict = drift.detect(reference, rows, drift.Thresholds(), "1")
-    page = monitoring.render_report(verdict, monitoring.figures(reference, rows, verdict))
+    page = report.render_report(verdict, report.figures(reference, rows, verdict))
     assert "NO_DRIFT" in page and page.count("data:image/png;base64,") >= 2
     for name in verdict["signals"]:
         assert name in page
@@ -143,12 +145,12 @@ def test_report_renders_every_signal(scorer, reference, splits):
 
 def test_window_and_parameter_checks(tmp_path):
     cfg = build_config({"until": "2025-01-02T00:00:00", "window_hours": "6"})
-    assert monitoring.window(cfg) == ("2025-01-01T18:00:00.000+00:00", "2025-01-02T00:00:00.000+00:00")
+    assert window.window(cfg.monitor) == ("2025-01-01T18:00:00.000+00:00", "2025-01-02T00:00:00.000+00:00")
     with pytest.raises(ConfigError, match="since"):
-        monitoring.window(build_config({"since": "2025-01-03", "until": "2025-01-02"}))
+        window.window(build_config({"since": "2025-01-03", "until": "2025-01-02"}).monitor)
     with pytest.raises(ConfigError, match="inference_db"):
-        monitoring.validate(build_config({"inference_db": str(tmp_path / "missing.db")}))
+        window.validate(build_config({}).monitor, str(tmp_path / "missing.db"))
     with pytest.raises(ConfigError, match="reference_profile"):
-        monitoring.validate(build_config({"reference_profile": str(tmp_path / "missing.json")}))
+        window.validate(build_config({"reference_profile": str(tmp_path / "missing.json")}).monitor)
     with pytest.raises(ConfigError, match="since"):
         build_config({"since": "yesterday"})

@@ -13,10 +13,11 @@ from pathlib import Path
 import pytest
 from conftest import LEARNED_PARAMS, NEGATIVE_REVIEW, POSITIVE_REVIEW
 
-from pipelines import cli, heldout
-from pipelines.backends import load_scorer
+from pipelines import cli
 from pipelines.config import build_config
-from pipelines.data import load_splits
+from pipelines.data.split import load_splits
+from pipelines.evaluate import heldout
+from scoring.runtimes import load_scorer
 
 REVIEWS = [
     {"text": POSITIVE_REVIEW + "  ", "class": 1},
@@ -58,7 +59,7 @@ def test_an_archive_that_is_not_the_published_one_is_refused(tmp_path, capsys):
 def test_a_learned_model_and_the_baselines_are_scored_on_each_set(learned_copy, tmp_path):
     archive = _archive(tmp_path / "s.tgz", REVIEWS)
     sets = {name: heldout.load_set(archive, name) for name in heldout.SETS}
-    train = load_splits(build_config(LEARNED_PARAMS)).train
+    train = load_splits(build_config(LEARNED_PARAMS).data).train
     table = heldout.evaluate(load_scorer(learned_copy.model_uri, "onnx-int8"), train, sets)
     assert set(table["model"]) == {"transformer", "tfidf_logreg", "majority"} and len(table) == 9
     model = table[(table["model"] == "transformer") & (table["set"] == "imdb")].iloc[0]

@@ -1,7 +1,8 @@
 """The interactive path: a notebook executed through a running JupyterLab, as a person would in ``make lab``.
 
-``jupyter lab`` from the venv (the command ``make lab`` runs) serves a temporary root
-holding a copy of notebooks/eda.ipynb, on loopback with token auth.  Through its REST
+``jupyter lab`` from the venv (the command ``make lab`` runs, started by
+:func:`tools.harness.jupyter_lab`) serves a temporary root holding a copy of
+notebooks/eda.ipynb, on loopback with token auth.  Through its REST
 API the test opens a session (which starts the notebook's ``python3`` kernel), then
 sends each cell as an ``execute_request`` over the kernel's websocket, with the
 parameters cell edited to a tiny dataset, the way a user edits it before running all.
@@ -10,13 +11,9 @@ parameters cell edited to a tiny dataset, the way a user edits it before running
 from __future__ import annotations
 
 import json
-import os
 import secrets
 import shutil
-import socket
-import subprocess
 import sys
-import time
 import urllib.error
 import urllib.request
 import uuid
@@ -29,16 +26,11 @@ import pytest
 import websocket
 from mlflow import MlflowClient
 
+from tools.harness import jupyter_lab
+
 ROOT = Path(__file__).resolve().parent.parent
-JUPYTER = Path(sys.executable).parent / "jupyter"
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
@@ -70,37 +62,13 @@ def lab(tmp_path: Path, mlflow_uri: str) -> Iterator[Lab]:
     root = tmp_path / "lab"
     root.mkdir()
     shutil.copy(ROOT / "notebooks" / "eda.ipynb", root / "eda.ipynb")
-    token, port = secrets.token_hex(16), _free_port()
-    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_RUN_ID", "MLFLOW_REGISTRY_URI")}
-    env.update(JUPYTER_CONFIG_DIR=str(tmp_path / "jupyter-config"), JUPYTER_RUNTIME_DIR=str(tmp_path / "runtime"),
-               MLFLOW_DISABLE_TELEMETRY="true", HF_HUB_OFFLINE="1", TRANSFORMERS_OFFLINE="1")
-    cmd = [str(JUPYTER), "lab", "--no-browser", f"--notebook-dir={root}", "--ServerApp.ip=127.0.0.1",
-           f"--ServerApp.port={port}", "--ServerApp.port_retries=0", f"--IdentityProvider.token={token}",
-           "--LabApp.news_url=", "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    cmd += ["--allow-root"] if os.geteuid() == 0 else []  # as `make lab` does (CI runs as root)
-    log = tmp_path / "jupyter.log"
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(cmd, cwd=tmp_path, env=env, stdout=out, stderr=subprocess.STDOUT)
-    server = Lab(f"http://127.0.0.1:{port}", token, root)
+    token = secrets.token_hex(16)
+    server = jupyter_lab(root, tmp_path, token)  # MLflow = $MLFLOW_TRACKING_URI, set by mlflow_uri
     try:
-        deadline = time.monotonic() + 180
-        while True:
-            assert proc.poll() is None, f"jupyter lab exited with {proc.returncode}:\n{log.read_text()[-3000:]}"
-            try:
-                if server.api("GET", "/api/status")[0] == 200:
-                    break
-            except OSError:
-                pass
-            assert time.monotonic() < deadline, f"jupyter lab not up after 180s:\n{log.read_text()[-3000:]}"
-            time.sleep(1)
-        yield server
+        server.start().wait_ready(timeout=180, interval=1)
+        yield Lab(server.url, token, root)
     finally:
-        proc.terminate()
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        server.stop(timeout=30)
 
 
 class Kernel:

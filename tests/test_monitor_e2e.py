@@ -18,10 +18,15 @@ import pytest
 from conftest import LEARNED_PARAMS
 from mlflow import MlflowClient
 
-from pipelines import cli, inference_log, monitoring, profile, registry
+from pipelines import cli
 from pipelines.config import build_config
-from pipelines.data import load_splits
-from pipelines.inference import Scorer
+from pipelines.data.split import load_splits
+from pipelines.monitor import reference, reference_store
+from pipelines.registry import versions
+from scoring import inference_log
+from scoring.identity import model_uri
+from scoring.model_files import load_components
+from scoring.scorer import Scorer
 
 pytestmark = pytest.mark.e2e
 
@@ -48,11 +53,11 @@ def traffic(learned_store, tmp_path_factory) -> dict[str, Path]:
     """The reference profile of the learned model and a three-day inference log with feedback."""
     folder = tmp_path_factory.mktemp("monitor")
     mlflow.set_tracking_uri(learned_store.tracking_uri)
-    model, tokenizer = registry.load_components(registry.model_uri(learned_store.model_name, learned_store.version))
+    model, tokenizer = load_components(model_uri(learned_store.model_name, learned_store.version))
     scorer = Scorer(model, tokenizer)
-    splits = load_splits(build_config(LEARNED_PARAMS))
-    reference = folder / "reference_profile.json"
-    reference.write_text(json.dumps(profile.build_profile(scorer, splits)))
+    splits = load_splits(build_config(LEARNED_PARAMS).data)
+    profile = folder / "reference_profile.json"
+    profile.write_text(json.dumps(reference.build_profile(scorer, splits)))
 
     rng = np.random.default_rng(0)
     shifted = [" ".join(rng.permutation(COMPLAINTS)[:6]) + f" Order {i}." for i in range(300)]
@@ -61,14 +66,14 @@ def traffic(learned_store, tmp_path_factory) -> dict[str, Path]:
     db = folder / "inference.db"
     with closing(inference_log.connect(db)) as conn:
         for name, day in DAYS.items():
-            rows = monitoring.score_rows(scorer, texts[name], learned_store.model_name, learned_store.version,
+            rows = inference_log.scored_rows(scorer, texts[name], learned_store.model_name, learned_store.version,
                                          log_text=True)
             for i, row in enumerate(rows):  # spread over the morning, as real traffic would be
                 row["ts"] = f"{day}T{i * 21600 // len(rows) // 3600:02d}:{i % 60:02d}:00.000+00:00"
             inference_log.append_predictions(conn, rows)
         for text, label in FEEDBACK.items():
             inference_log.add_feedback(conn, text, label)
-    return {"db": db, "reference": reference}
+    return {"db": db, "reference": profile}
 
 
 def _monitor(args: list[str], store, traffic, tmp_path, capsys, command: str = "monitor") -> tuple[int, dict]:
@@ -138,10 +143,10 @@ def test_retrain_if_drift_registers_a_version_and_the_gate_decides(learned_copy,
                              command="retrain-if-drift")
     print(json.dumps({k: v for k, v in summary.items() if k != "monitor"}, indent=1))
     assert summary["monitor"]["verdict"] == "drift" and summary["retrained"] is True
-    new = registry.get_version(learned_copy.model_name)
+    new = versions.get_version(learned_copy.model_name)
     assert str(new.version) == summary["model_version"] == str(int(learned_copy.version) + 1)
     assert new.tags["promotion.decision"] == ("promoted" if summary["promoted"] else "rejected")
-    production = str(registry.alias_version(learned_copy.model_name, "production").version)
+    production = str(versions.alias_version(learned_copy.model_name, "production").version)
     assert production == summary["production_version"]
     assert production == (str(new.version) if summary["promoted"] else learned_copy.version)
     assert code == (0 if summary["promoted"] else 3)
@@ -149,25 +154,26 @@ def test_retrain_if_drift_registers_a_version_and_the_gate_decides(learned_copy,
     retrain = MlflowClient().get_run(summary["retrain_run_id"]).data.tags
     assert retrain["trigger"] == "drift" and retrain["monitor_run_id"] == summary["monitor"]["parent_run_id"]
     # the train notebook logged the new version's reference profile, with the feedback in its training data
-    reference = profile.read_profile(profile.profile_uri(new))
-    plain = load_splits(build_config({"dataset": str(tiny_csv)}))
-    assert reference["model"]["version"] == str(new.version)
-    assert reference["train"]["n"] == len(plain.train) + len(FEEDBACK)
-    assert reference["data"]["digest"] == plain.digest
+    logged = reference_store.read_profile(reference_store.profile_uri(new))
+    plain = load_splits(build_config({"dataset": str(tiny_csv)}).data)
+    assert logged["model"]["version"] == str(new.version)
+    assert logged["train"]["n"] == len(plain.train) + len(FEEDBACK)
+    assert logged["data"]["digest"] == plain.digest
 
     # backfilling recomputes it from the data parameters the run logged (here: the tiny CSV plus feedback)
     assert cli.main(["profile", "-p", "tracking_uri", learned_copy.tracking_uri, "-p", "model_version",
                      str(new.version)]) == 0
     assert f"{learned_copy.model_name} v{new.version}" in capsys.readouterr().out
-    again = profile.read_profile(profile.profile_uri(registry.get_version(learned_copy.model_name, new.version)))
-    assert again["train"]["n"] == reference["train"]["n"] and again["created"] >= reference["created"]
+    backfilled = versions.get_version(learned_copy.model_name, new.version)
+    again = reference_store.read_profile(reference_store.profile_uri(backfilled))
+    assert again["train"]["n"] == logged["train"]["n"] and again["created"] >= logged["created"]
 
 
 def test_no_drift_means_no_retraining(learned_copy, traffic, tmp_path, capsys):
     code, summary = _monitor(_window(DAYS["in_distribution"]), learned_copy, traffic, tmp_path, capsys,
                              command="retrain-if-drift")
     assert code == 0 and summary["retrained"] is False and summary["monitor"]["verdict"] == "no_drift"
-    assert str(registry.get_version(learned_copy.model_name).version) == learned_copy.version
+    assert str(versions.get_version(learned_copy.model_name).version) == learned_copy.version
 
 
 def test_scored_rows_match_the_inference_log_schema(traffic):

@@ -9,12 +9,17 @@ import mlflow
 import numpy as np
 import pandas as pd
 import pytest
+from conftest import NEGATIVE_REVIEW, POSITIVE_REVIEW
 
-from pipelines import onnx_backend, tracking
-from pipelines.backends import load_scorer
-from pipelines.inference import Scorer
-from pipelines.registry import load_components
-from tests.conftest import NEGATIVE_REVIEW, POSITIVE_REVIEW, Store, sqlite_uri
+from pipelines.train import onnx_logging
+from scoring import tracking
+from scoring.identity import resolve_version
+from scoring.model_files import load_components
+from scoring.onnx_convert import forward_input_names
+from scoring.onnx_runtime import OnnxScorer, load_onnx_scorer, make_session
+from scoring.runtimes import load_scorer
+from scoring.scorer import Scorer
+from tools.model_store import Store, sqlite_uri
 
 TOLERANCE = 1e-4
 EXPECTED_INPUTS = ["input_ids", "attention_mask", "token_type_ids"]  # BertForSequenceClassification.forward order
@@ -40,7 +45,7 @@ def logged(learned_store: Store, tmp_path_factory: pytest.TempPathFactory) -> It
         tracking.setup(uri)
         experiment = mlflow.create_experiment("onnx-test", artifact_location=(folder / "artifacts").as_uri())
         run_id = mlflow.MlflowClient().create_run(experiment).info.run_id  # keeps the shared cache's run untouched
-        tags = onnx_backend.log_onnx(learned_store.model_uri, run_id=run_id)
+        tags = onnx_logging.log_onnx(learned_store.model_uri, run_id=run_id)
         yield learned_store.model_uri, tags
     mlflow.set_tracking_uri(previous)
 
@@ -53,7 +58,7 @@ def torch_parts(logged) -> tuple[object, object]:
 def test_inputs_follow_the_forward_signature_not_the_tokenizer(torch_parts) -> None:
     model, tokenizer = torch_parts
     assert list(tokenizer.model_input_names) != EXPECTED_INPUTS  # the trap: input_ids, token_type_ids, attention_mask
-    assert onnx_backend.forward_input_names(model, tokenizer) == EXPECTED_INPUTS
+    assert forward_input_names(model, tokenizer) == EXPECTED_INPUTS
 
 
 def test_logged_export_matches_torch(logged, torch_parts, texts: list[str]) -> None:
@@ -64,9 +69,9 @@ def test_logged_export_matches_torch(logged, torch_parts, texts: list[str]) -> N
     version = mlflow.MlflowClient().get_model_version_by_alias("sentiment", "production")
     assert version.tags["onnx.path"] == "onnx/model.onnx" and version.tags["onnx.int8_path"] == "onnx/model.int8.onnx"
     path = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{tags['onnx.run_id']}/onnx/model.onnx")
-    session = onnx_backend.make_session(path)
+    session = make_session(path)
     assert [i.name for i in session.get_inputs()] == EXPECTED_INPUTS
-    diff = onnx_backend.max_abs_diff(model, tokenizer, session, texts)
+    diff = onnx_logging.max_abs_diff(model, tokenizer, session, texts)
     assert diff["logits"] <= TOLERANCE and diff["p_positive"] <= TOLERANCE, diff
 
 
@@ -74,7 +79,7 @@ def test_backends_score_like_torch(logged, torch_parts, texts: list[str]) -> Non
     model_uri, _ = logged
     expected = Scorer(*torch_parts).predict_proba(texts)
     onnx = load_scorer(model_uri, backend="onnx")
-    assert isinstance(onnx, onnx_backend.OnnxScorer)
+    assert isinstance(onnx, OnnxScorer)
     np.testing.assert_allclose(onnx.predict_proba(texts), expected, atol=TOLERANCE)
     int8 = load_scorer(model_uri, backend="onnx-int8").predict_proba(texts)
     assert np.abs(int8 - expected).mean() < 0.05 and np.abs(int8 - expected).max() < 0.35  # int8 is approximate
@@ -87,7 +92,7 @@ def test_without_a_logged_export_it_exports_on_the_fly(logged, torch_parts) -> N
     texts = [POSITIVE_REVIEW, NEGATIVE_REVIEW]
     source = mlflow.MlflowClient().get_model_version_by_alias("sentiment", "production").source
     folder = mlflow.artifacts.download_artifacts(artifact_uri=source)  # a plain model folder: no onnx/ in it
-    assert onnx_backend.resolve_version(folder) is None
-    scorer = onnx_backend.load_onnx_scorer(folder)
+    assert resolve_version(folder) is None
+    scorer = load_onnx_scorer(folder)
     np.testing.assert_allclose(scorer.predict_proba(texts), Scorer(*torch_parts).predict_proba(texts), atol=TOLERANCE)
     assert scorer.predict_proba(texts).round().tolist() == [1.0, 0.0]

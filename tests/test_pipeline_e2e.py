@@ -14,9 +14,10 @@ import pytest
 from conftest import LEARNED_PARAMS
 from mlflow import MlflowClient
 
-from pipelines import promotion, registry
 from pipelines.config import build_config
-from pipelines.runner import NOTEBOOKS_DIR, TRAINING_STEPS, StepFailed, run_pipeline
+from pipelines.flow.runner import NOTEBOOKS_DIR, StepFailed, run_pipeline
+from pipelines.flow.steps import FLOWS
+from pipelines.registry import promotion, rule, versions
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -40,7 +41,7 @@ def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
     cfg = build_config({**TINY, "dataset": str(tiny_csv)})
     result = run_pipeline(cfg, output_dir=tmp_path / "out", progress=False)
 
-    prod = registry.alias_version("sentiment", "production")
+    prod = versions.alias_version("sentiment", "production")
     assert prod is not None and str(prod.version) == str(result.steps["train"]["model_version"]) == "1"
     assert prod.tags["promotion.decision"] == "promoted" and prod.tags["data_digest"]
     assert prod.tags["git_commit"] and prod.tags["run_id"]
@@ -49,7 +50,7 @@ def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
     parent = client.get_run(result.parent_run_id)
     assert parent.info.status == "FINISHED"
     runs = _step_runs(result.parent_run_id)
-    assert set(runs) == set(TRAINING_STEPS)
+    assert set(runs) == set(FLOWS["training"])
     for step, run in runs.items():
         assert run.info.status == "FINISHED", step
         files = {a.path for a in client.list_artifacts(run.info.run_id, "notebook")}
@@ -74,13 +75,13 @@ def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
 
 def test_worse_challenger_is_refused(learned_copy, tmp_path):
     """A barely trained model does not replace the learned production model."""
-    before = registry.alias_version(learned_copy.model_name, "production").version
+    before = versions.alias_version(learned_copy.model_name, "production").version
     cfg = build_config({"max_train_samples": 64, "epochs": 1, "max_length": 32, "learning_rate": 1e-6,
                         "tune_threshold": False})
     result = run_pipeline(cfg, steps=("train", "evaluate", "promote"), output_dir=tmp_path / "out", progress=False)
     assert result.steps["promote"]["promoted"] is False
-    assert registry.alias_version(learned_copy.model_name, "production").version == before
-    candidate = registry.get_version(learned_copy.model_name, result.steps["train"]["model_version"])
+    assert versions.alias_version(learned_copy.model_name, "production").version == before
+    candidate = versions.get_version(learned_copy.model_name, result.steps["train"]["model_version"])
     assert candidate.tags["promotion.decision"] == "rejected"
     assert "does not beat production" in candidate.tags["promotion.reason"]
     assert json.loads(candidate.tags["promotion.deltas"])["accuracy"] < 0
@@ -94,14 +95,14 @@ def test_injected_failure_leaves_alias_and_logs_the_notebook(learned_copy, tiny_
     evaluate = nbformat.read(notebooks / "evaluate.ipynb", as_version=4)
     evaluate.cells.insert(3, nbformat.v4.new_code_cell('raise RuntimeError("injected failure")'))
     nbformat.write(evaluate, notebooks / "evaluate.ipynb")
-    before = registry.alias_version(learned_copy.model_name, "production").version
+    before = versions.alias_version(learned_copy.model_name, "production").version
 
     proc = _cli("run", "--notebooks-dir", str(notebooks), "--output-dir", str(tmp_path / "out"),
                 "--steps", "train,evaluate,promote", *[a for k, v in TINY.items() for a in ("-p", k, str(v))],
                 "-p", "dataset", str(tiny_csv))
     assert proc.returncode != 0
     assert "step 'evaluate' failed" in proc.stderr and "injected failure" in proc.stderr
-    assert registry.alias_version(learned_copy.model_name, "production").version == before
+    assert versions.alias_version(learned_copy.model_name, "production").version == before
     assert not (tmp_path / "out" / "promote.ipynb").exists(), "later steps must not run"
 
     failed = mlflow.search_runs(filter_string="tags.step = 'evaluate'", output_format="list",
@@ -168,8 +169,8 @@ def test_papermill_standalone_train_as_on_the_card(mlflow_uri, tiny_csv, tmp_pat
         cwd=ROOT, capture_output=True, text=True, timeout=900, env=os.environ,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    mv = registry.get_version("sentiment")
-    assert str(mv.version) == "1" and registry.alias_version("sentiment", "production") is None
+    mv = versions.get_version("sentiment")
+    assert str(mv.version) == "1" and versions.alias_version("sentiment", "production") is None
     run = MlflowClient().get_run(mv.run_id)
     assert run.info.status == "FINISHED" and run.data.params["epochs"] == "1"
 
@@ -177,42 +178,44 @@ def test_papermill_standalone_train_as_on_the_card(mlflow_uri, tiny_csv, tmp_pat
 def test_gate_compares_the_served_runtime(learned_copy):
     """A candidate that is better in PyTorch but worse as served (int8) is refused; gating on torch promotes it."""
     name = learned_copy.model_name
-    v1 = registry.alias_version(name, "production")
+    v1 = versions.alias_version(name, "production")
     digest = v1.tags["eval.test_digest"]
     v2 = mlflow.register_model(f"runs:/{v1.run_id}/model", name)
-    torch_scores = registry.eval_metrics(v1, digest)
-    registry.record_evaluation(name, v2.version, {k: v + 0.01 for k, v in torch_scores.items()}, digest, "t")
-    registry.record_evaluation(name, v2.version, {k: 0.5 for k in torch_scores}, digest, "t", backend="onnx-int8")
+    torch_scores = versions.eval_metrics(v1, digest)
+    versions.record_evaluation(name, v2.version, {k: v + 0.01 for k, v in torch_scores.items()}, digest, "t")
+    versions.record_evaluation(name, v2.version, {k: 0.5 for k in torch_scores}, digest, "t", backend="onnx-int8")
     cfg = build_config({**LEARNED_PARAMS, "tracking_uri": learned_copy.tracking_uri, "model_version": str(v2.version)})
 
-    candidate, champion, scores, _ = promotion.gather(cfg)  # v1 has no int8 scores yet: scored now, recorded
+    # v1 has no int8 scores yet: scored now, recorded
+    candidate, champion, scores, _ = promotion.gather(cfg.gate, cfg.data, cfg.registry)
     assert scores[f"production v{v1.version}"]["accuracy"] > 0.7, scores
-    decision = promotion.decide_and_apply(cfg, candidate, champion, scores)
+    decision = promotion.decide_and_apply(cfg.gate, cfg.registry, candidate, champion, scores)
     assert not decision.promote and "onnx-int8 runtime" in decision.reasons[0]
-    assert registry.get_version(name, v2.version).tags["promotion.backend"] == "onnx-int8"
-    assert registry.eval_metrics(registry.get_version(name, v1.version), digest, "onnx-int8") is not None
-    row = next(r for r in registry.history(name) if str(r["version"]) == str(v2.version))
+    assert versions.get_version(name, v2.version).tags["promotion.backend"] == "onnx-int8"
+    assert versions.eval_metrics(versions.get_version(name, v1.version), digest, "onnx-int8") is not None
+    row = next(r for r in versions.history(name) if str(r["version"]) == str(v2.version))
     assert row["eval.onnx-int8.accuracy"] == "0.500000" and row["promotion.backend"] == "onnx-int8"
 
     torch_cfg = cfg.model_copy(update={"promotion_backend": "torch"})
-    decision = promotion.decide_and_apply(torch_cfg, *promotion.gather(torch_cfg)[:3])
-    assert decision.promote and str(registry.alias_version(name, "production").version) == str(v2.version)
+    gathered = promotion.gather(torch_cfg.gate, torch_cfg.data, torch_cfg.registry)[:3]
+    decision = promotion.decide_and_apply(torch_cfg.gate, torch_cfg.registry, *gathered)
+    assert decision.promote and str(versions.alias_version(name, "production").version) == str(v2.version)
 
 
 def test_rollback_moves_production_back(learned_copy):
     name = learned_copy.model_name
-    v1 = registry.alias_version(name, "production")
+    v1 = versions.alias_version(name, "production")
     v2 = mlflow.register_model(f"runs:/{v1.run_id}/model", name)
-    metrics = registry.eval_metrics(v1, v1.tags["eval.test_digest"])
+    metrics = versions.eval_metrics(v1, v1.tags["eval.test_digest"])
     better = {k: min(1.0, v + 0.01) for k, v in metrics.items()}
-    decision = registry.decide(better, metrics, "accuracy", 0.002, 0.5, v2.version, v1.version)
-    registry.apply_decision(name, "production", decision)
-    assert str(registry.alias_version(name, "production").version) == str(v2.version)
+    decision = rule.decide(better, metrics, "accuracy", 0.002, 0.5, v2.version, v1.version)
+    promotion.apply_decision(name, "production", decision)
+    assert str(versions.alias_version(name, "production").version) == str(v2.version)
 
     proc = _cli("rollback")
     assert proc.returncode == 0, proc.stderr
     assert f"v{v2.version} -> v{v1.version}" in proc.stdout
-    now = registry.alias_version(name, "production")
+    now = versions.alias_version(name, "production")
     assert now.version == v1.version and now.tags["rollback.from_version"] == str(v2.version)
     again = _cli("rollback")
     assert again.returncode == 2 and "no previous version" in again.stderr

@@ -2,8 +2,8 @@
 
 import numpy as np
 
-from pipelines.metrics import best_threshold, classification_metrics, majority_baseline
-from pipelines.registry import decide
+from pipelines.evaluate.metrics import best_threshold, classification_metrics, majority_baseline
+from pipelines.registry.rule import decide
 
 M = {"accuracy": 0.85, "precision": 0.86, "recall": 0.88, "f1": 0.87, "roc_auc": 0.93}
 

@@ -3,42 +3,27 @@
 One store for the module: a copy of the learned store (``sentiment`` v1 = the model
 that learned, ``production``), a second version without the alias, and one real
 ``eda`` pipeline step (so a notebook HTML artifact exists).  ``mlflow server`` and
-the serving app run on loopback; the pages are driven by the same helpers as
-``make screenshots`` (tools/screenshots.py).
+the serving app run on loopback (started by :mod:`tools.screenshots`, through
+:mod:`tools.harness`); the pages are driven by the same helpers as ``make screenshots``.
 """
 
 from __future__ import annotations
 
-import importlib.util
 import math
 import shutil
-import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
-from types import ModuleType
 from typing import TYPE_CHECKING
 
 import pytest
 from conftest import POSITIVE_REVIEW, Store, sqlite_uri
 from mlflow import MlflowClient
 
+from tools import screenshots as shots
+
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, Page
-
-ROOT = Path(__file__).resolve().parent.parent
-
-
-def _load_screenshots() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("review_screenshots", ROOT / "tools" / "screenshots.py")
-    assert spec and spec.loader
-    module = importlib.util.module_from_spec(spec)
-    sys.modules[spec.name] = module  # dataclasses look their module up
-    spec.loader.exec_module(module)
-    return module
-
-
-shots = _load_screenshots()
 
 if not shots.CHROMIUM.is_file():
     pytest.skip(f"{shots.CHROMIUM} is missing (apt-get install chromium)", allow_module_level=True)
@@ -78,8 +63,8 @@ def review(learned_store: Store, tiny_csv: Path, tmp_path_factory: pytest.TempPa
         (parent,) = client.search_runs([experiment_id], "tags.step = 'pipeline'")
         (eda,) = client.search_runs([experiment_id], f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
         with shots.browser() as context:
-            yield Review(ui.ready(), app.ready(), context, client, str(v1.version), str(v2.version), experiment_id,
-                         eda.info.run_id, parent.info.run_id)
+            yield Review(ui.wait_ready().url, app.wait_ready().url, context, client, str(v1.version),
+                         str(v2.version), experiment_id, eda.info.run_id, parent.info.run_id)
 
 
 @pytest.fixture

@@ -20,7 +20,9 @@ import mlflow
 import pytest
 from conftest import NEGATIVE_REVIEW, POSITIVE_REVIEW, sqlite_uri
 from prometheus_client.parser import text_string_to_metric_families
-from serving_helpers import ROOT, Server, alias_version, log_always_positive, log_broken, promote, wait_for
+from serving_helpers import Server, alias_version, log_always_positive, log_broken, promote
+
+from tools.harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 TOKEN = "s3cret-test-token"

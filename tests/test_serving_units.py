@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -13,12 +12,13 @@ from pydantic import ValidationError
 from app.model import ModelManager
 from app.settings import Settings
 from pipelines import cli
-from pipelines.backends import BACKENDS, load_scorer
-from pipelines.config import BACKEND_NAMES, DEFAULT_BACKEND, build_config
-from pipelines.data import load_splits
-from pipelines.export import MANIFEST, parse_registry_uri, read_manifest
-from pipelines.inference import Scorer
-from pipelines.long_text import build_long_proxies
+from pipelines.config import build_config
+from pipelines.data.split import load_splits
+from pipelines.evaluate.long_texts import build_long_proxies, movie_names
+from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND
+from scoring.identity import MANIFEST, parse_registry_uri, read_manifest
+from scoring.runtimes import BACKENDS, load_scorer
+from scoring.scorer import Scorer
 
 
 def test_settings_come_from_the_environment(monkeypatch, tmp_path):
@@ -61,13 +61,11 @@ def test_parse_registry_uri(uri, parsed):
 
 
 def test_long_proxies_join_test_snippets_of_one_movie_and_label():
-    splits = load_splits(build_config({}))
+    splits = load_splits(build_config({}).data)
     proxies = build_long_proxies(splits.test, n=150)
     assert len(proxies) == 150 and set(proxies["label"]) == {0, 1}
     assert proxies["n_snippets"].min() >= 3
     test_texts, train_texts = set(splits.test["text"]), set(splits.train["text"]) | set(splits.validation["text"])
-    from pipelines.long_text import movie_names
-
     movies = movie_names().set_index("text")["movie_name"]
     for row in proxies.itertuples():
         used = [t for t in test_texts if t in row.text and movies.get(t) == row.movie_name]
@@ -103,7 +101,7 @@ def test_export_folder_is_served_with_its_identity(learned_copy, tmp_path):
 
     torch_scorer = load_scorer(str(out), "torch")
     head_tail = Scorer(torch_scorer.model, torch_scorer.tokenizer,
-                       replace(torch_scorer.scoring, long_text_strategy="head_tail"))
+                       torch_scorer.scoring.model_copy(update={"long_text_strategy": "head_tail"}))
     tok = torch_scorer.tokenizer
     long_review = " ".join([POSITIVE_REVIEW] * 30)
     (ids,), _ = head_tail.windows([long_review])

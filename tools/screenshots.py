@@ -2,9 +2,11 @@
 
 ``make screenshots`` runs this file: it builds a throw-away MLflow store (two tiny
 pipeline runs on real Rotten Tomatoes snippets), starts ``mlflow server``, the
-serving app and ``jupyter lab`` on free loopback ports and captures each page with
-headless Debian Chromium driven by Playwright into ``screenshots/``.  ``tests/test_review_browser.py``
-drives the same pages through the helpers below and asserts what they show.
+serving app and ``jupyter lab`` on free loopback ports (:mod:`tools.harness`) and
+captures each page with headless Debian Chromium driven by Playwright into
+``screenshots/``.  ``tests/test_review_browser.py`` starts the same servers
+(:func:`mlflow_ui`, :func:`serving_app`), drives the same pages through the helpers
+below and asserts what they show.
 
 The browser only ever reaches 127.0.0.1: every other request is aborted, except
 Swagger UI's CDN assets, which are answered from the ``swagger-ui-bundle-v2``
@@ -19,24 +21,21 @@ import os
 import re
 import secrets
 import shutil
-import signal
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator, Sequence
 from contextlib import ExitStack, contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from tools import harness
+from tools.harness import ROOT, ServerProcess
+
 if TYPE_CHECKING:
     from playwright.sync_api import BrowserContext, FrameLocator, Locator, Page, Route
 
-ROOT = Path(__file__).resolve().parent.parent
 CHROMIUM = Path(os.environ.get("CHROMIUM", "/usr/bin/chromium"))
 CHROMIUM_ARGS = (
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -46,13 +45,6 @@ VIEWPORT = {"width": 1440, "height": 900}
 TIMEOUT_MS = 120_000  # the UI's first requests are slow on a busy 2-core machine
 SWAGGER_CDN = "https://cdn.jsdelivr.net/npm/swagger-ui-dist@5/"
 LOOPBACK = ("http://127.0.0.1:", "http://localhost:", "data:", "blob:", "about:")
-# no telemetry, no hub downloads, from anything this module starts
-QUIET_ENV = {
-    "MLFLOW_DISABLE_TELEMETRY": "true", "DO_NOT_TRACK": "true", "HF_HUB_OFFLINE": "1",
-    "TRANSFORMERS_OFFLINE": "1", "TOKENIZERS_PARALLELISM": "false", "PYTHONUNBUFFERED": "1",
-}
-# set by mlflow.set_registry_uri / an active run in the calling process: never for the servers we start
-INHERITED_MLFLOW_STATE = ("MLFLOW_RUN_ID", "MLFLOW_REGISTRY_URI", "MLFLOW_EXPERIMENT_ID", "MLFLOW_EXPERIMENT_NAME")
 # MLflow UI preferences (localStorage): the "Model training" sidebar, the assistant panel closed
 MLFLOW_UI_STORAGE = {
     "mlflow.workflowType_v1": '"machine_learning"',
@@ -66,74 +58,7 @@ SHOTS = (
 EXAMPLE_REVIEW = "A warm, funny and beautifully acted film. I would happily watch it again."
 
 
-# -- servers -------------------------------------------------------------------------------
-def free_port() -> int:
-    """A TCP port on 127.0.0.1 that nothing listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def _get(url: str, timeout: float = 5) -> int:
-    try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
-            return response.status
-    except urllib.error.HTTPError as err:
-        return err.code
-
-
-def _clean_env(extra: dict[str, str] | None = None) -> dict[str, str]:
-    """This process's environment without MLflow state a caller may have set, plus QUIET_ENV and ``extra``."""
-    inherited = {k: v for k, v in os.environ.items() if k not in INHERITED_MLFLOW_STATE}
-    return inherited | QUIET_ENV | (extra or {})
-
-
-@dataclass
-class Server:
-    """A started server process; ``ready()`` waits until it answers."""
-
-    url: str
-    ready_url: str
-    proc: subprocess.Popen[bytes]
-    log: Path
-    token: str = ""
-
-    def ready(self, timeout: float = 300) -> str:
-        """Wait until ``ready_url`` answers 200 (raise with the log's tail if it dies or times out); return ``url``."""
-        deadline = time.monotonic() + timeout
-        while True:
-            if self.proc.poll() is not None:
-                raise RuntimeError(f"{self.url}: exited with {self.proc.returncode}:\n{self.log.read_text()[-3000:]}")
-            try:
-                if _get(self.ready_url) == 200:
-                    return self.url
-            except OSError:
-                pass
-            if time.monotonic() > deadline:
-                raise RuntimeError(f"{self.ready_url} not ready after {timeout:.0f}s:\n{self.log.read_text()[-3000:]}")
-            time.sleep(1)
-
-
-@contextmanager
-def serve(cmd: Sequence[str], url: str, ready_path: str, log: Path, env: dict[str, str] | None = None,
-          token: str = "") -> Iterator[Server]:
-    """Start ``cmd`` in its own process group (output to ``log``); stop the whole group on exit."""
-    log.parent.mkdir(parents=True, exist_ok=True)
-    with open(log, "wb") as out:
-        proc = subprocess.Popen(list(cmd), cwd=ROOT, env=_clean_env(env), stdout=out, stderr=subprocess.STDOUT,
-                                start_new_session=True)
-    try:
-        yield Server(url, url + ready_path, proc, log, token)
-    finally:
-        if proc.poll() is None:
-            os.killpg(proc.pid, signal.SIGTERM)
-            try:
-                proc.wait(5)
-            except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
-                proc.wait()
-
-
+# -- servers (tools.harness: each a ServerProcess; ``with`` starts and stops it) ----------------
 def sqlite_path(tracking_uri: str) -> Path:
     """The database file of a ``sqlite:///`` URI."""
     if not tracking_uri.startswith("sqlite:///"):
@@ -141,48 +66,21 @@ def sqlite_path(tracking_uri: str) -> Path:
     return Path(tracking_uri.removeprefix("sqlite:///"))
 
 
-@contextmanager
-def mlflow_ui(tracking_uri: str, log_dir: Path) -> Iterator[Server]:
-    """``mlflow server`` on the store, on a free loopback port (``.ready()`` waits for it)."""
-    port = free_port()
+def mlflow_ui(tracking_uri: str, log_dir: Path) -> ServerProcess:
+    """``mlflow server`` on the store (artifacts beside its database) on a free loopback port."""
     artifacts = sqlite_path(tracking_uri).parent / "mlartifacts"
-    cmd = [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", tracking_uri,
-           "--default-artifact-root", str(artifacts), "--host", "127.0.0.1", "--port", str(port), "--workers", "1"]
-    with serve(cmd, f"http://127.0.0.1:{port}", "/health", log_dir / "mlflow-server.log") as server:
-        yield server
+    return harness.mlflow_server(tracking_uri, artifacts, log_dir / "mlflow-server.log")
 
 
-@contextmanager
 def serving_app(tracking_uri: str, workdir: Path, model_uri: str = "models:/sentiment@production",
-                ) -> Iterator[Server]:
-    """The serving app (``uvicorn app.main:app``) on a free loopback port; ready once a model is loaded."""
-    port = free_port()
+                ) -> ServerProcess:
+    """The serving app on a free loopback port, serving ``model_uri`` from the store, its state in ``workdir``."""
+    port = harness.free_port()
     env = {
         "MODEL_URI": model_uri, "MLFLOW_TRACKING_URI": tracking_uri, "PORT": str(port), "RELOAD_INTERVAL_S": "0",
         "INFERENCE_DB": str(workdir / "inference.db"), "SENTIMENT_MLOPS_HOME": str(workdir),
     }
-    cmd = [sys.executable, "-m", "uvicorn", "app.main:app", "--host", "127.0.0.1", "--port", str(port)]
-    with serve(cmd, f"http://127.0.0.1:{port}", "/ready", workdir / "app.log", env) as server:
-        yield server
-
-
-@contextmanager
-def jupyter_lab(root: Path, workdir: Path) -> Iterator[Server]:
-    """``jupyter lab`` from the venv (as ``make lab``) on ``root``, a free loopback port and a random token."""
-    port, token = free_port(), secrets.token_hex(16)
-    cmd = [str(Path(sys.executable).parent / "jupyter"), "lab", "--no-browser", f"--notebook-dir={root}",
-           "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-           f"--IdentityProvider.token={token}", "--LabApp.news_url=",
-           "--LabApp.check_for_updates_class=jupyterlab.NeverCheckForUpdate"]
-    cmd += ["--allow-root"] if os.geteuid() == 0 else []
-    settings = workdir / "lab-settings" / "@jupyterlab" / "apputils-extension"
-    settings.mkdir(parents=True, exist_ok=True)  # no "get Jupyter news?" toast, no update check
-    (settings / "notification.jupyterlab-settings").write_text('{"fetchNews": "false", "checkForUpdates": false}')
-    env = {"JUPYTER_CONFIG_DIR": str(workdir / "jupyter-config"), "JUPYTER_RUNTIME_DIR": str(workdir / "jupyter-run"),
-           "JUPYTERLAB_SETTINGS_DIR": str(workdir / "lab-settings")}
-    with serve(cmd, f"http://127.0.0.1:{port}", f"/api/status?token={token}", workdir / "jupyter.log", env,
-               token) as server:
-        yield server
+    return harness.app_server(workdir / "app.log", env, port)
 
 
 # -- what to show --------------------------------------------------------------------------
@@ -223,7 +121,7 @@ def find_targets(tracking_uri: str, model_name: str = "sentiment", experiment_na
 
 def tiny_dataset(path: Path, rows: int = 400, seed: int = 0) -> Path:
     """``rows`` real Rotten Tomatoes snippets (text, label) as a CSV."""
-    from pipelines.data import clean, load_rotten_tomatoes
+    from pipelines.data.sources import clean, load_rotten_tomatoes
 
     path.parent.mkdir(parents=True, exist_ok=True)
     clean(load_rotten_tomatoes()).sample(rows, random_state=seed).to_csv(path, index=False)
@@ -238,7 +136,7 @@ def run_pipeline(tracking_uri: str, workdir: Path, params: dict[str, str], steps
     for key, value in {"tracking_uri": tracking_uri, **params}.items():
         cmd += ["-p", key, value]
     print(f"[screenshots] {' '.join(cmd[1:])}", flush=True)
-    env = _clean_env({"SENTIMENT_MLOPS_HOME": str(workdir), "MLFLOW_TRACKING_URI": tracking_uri})
+    env = harness.child_env({"SENTIMENT_MLOPS_HOME": str(workdir), "MLFLOW_TRACKING_URI": tracking_uri})
     log = workdir / f"{name}.log"
     with open(log, "wb") as out:
         code = subprocess.run(cmd, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT).returncode
@@ -396,9 +294,9 @@ def try_predict(page: Page, app_url: str, text: str) -> dict[str, Any]:
     return json.loads(body.inner_text())
 
 
-def open_lab_notebook(page: Page, lab: Server, name: str, heading: str = "") -> None:
-    """A notebook open in JupyterLab, its kernel idle; scrolled to ``heading`` if given."""
-    page.goto(f"{lab.url}/lab/tree/{name}?token={lab.token}")
+def open_lab_notebook(page: Page, lab_url: str, token: str, name: str, heading: str = "") -> None:
+    """A notebook open in JupyterLab (``lab_url``, ``token``), its kernel idle; scrolled to ``heading`` if given."""
+    page.goto(f"{lab_url}/lab/tree/{name}?token={token}")
     page.locator(".jp-Notebook h1").first.wait_for()
     page.get_by_text(re.compile(r"\| Idle$")).first.wait_for()  # the status bar: kernel started
     if heading:
@@ -407,8 +305,9 @@ def open_lab_notebook(page: Page, lab: Server, name: str, heading: str = "") -> 
 
 # -- screenshots ---------------------------------------------------------------------------
 def capture(context: BrowserContext, mlflow_url: str, app_url: str, targets: Targets, out_dir: Path,
-            lab: Server | None = None, settle_s: float = 2.0) -> list[Path]:
-    """Take the screenshots of SHOTS into ``out_dir`` (the last one if ``lab`` serves evaluate.ipynb)."""
+            lab_url: str = "", lab_token: str = "", settle_s: float = 2.0) -> list[Path]:
+    """Take the screenshots of SHOTS into ``out_dir`` (the last one if JupyterLab at ``lab_url`` serves
+    evaluate.ipynb)."""
     out_dir.mkdir(parents=True, exist_ok=True)
     page = context.new_page()
     shots: list[Path] = []
@@ -440,8 +339,8 @@ def capture(context: BrowserContext, mlflow_url: str, app_url: str, targets: Tar
     try_predict(page, app_url, EXAMPLE_REVIEW)
     unfocus(page)
     shot(SHOTS[6])
-    if lab is not None:
-        open_lab_notebook(page, lab, "evaluate.ipynb", "Test metrics")
+    if lab_url:
+        open_lab_notebook(page, lab_url, lab_token, "evaluate.ipynb", "Test metrics")
         shot(SHOTS[7])
     page.close()
     return shots
@@ -466,15 +365,16 @@ def main(argv: Sequence[str] | None = None) -> int:
         (work / "lab").mkdir()
         if executed:  # the last run's executed notebook, opened in JupyterLab
             shutil.copy(executed[-1], work / "lab" / "evaluate.ipynb")
+        token = secrets.token_hex(16)
         ui, app = stack.enter_context(mlflow_ui(uri, work)), stack.enter_context(serving_app(uri, work))
-        lab = stack.enter_context(jupyter_lab(work / "lab", work)) if executed else None
-        mlflow_url, app_url = ui.ready(), app.ready()  # they all start at once
+        lab = stack.enter_context(harness.jupyter_lab(work / "lab", work, token)) if executed else None
+        mlflow_url, app_url = ui.wait_ready().url, app.wait_ready().url  # they all start at once
         if lab is not None:
-            lab.ready()
+            lab.wait_ready()
         else:
             print(f"[screenshots] no executed evaluate.ipynb under {store}/output: no JupyterLab screenshot")
         context = stack.enter_context(browser())
-        shots = capture(context, mlflow_url, app_url, targets, args.out, lab)
+        shots = capture(context, mlflow_url, app_url, targets, args.out, lab.url if lab else "", token)
     print(f"[screenshots] {len(shots)} screenshots in {args.out}" + (f"; store kept in {work}" if args.keep else ""))
     return 0
 

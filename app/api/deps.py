@@ -1,0 +1,70 @@
+"""What the routes depend on, in one place: the request's app settings and state, the served model, the admin check.
+
+Everything is read from ``request.app.state`` (set by :func:`app.main.create_app` and
+the lifespan), never from a module global: one process may hold several apps with
+different settings (the tests do).  Routes use the ``Annotated`` aliases
+(``SettingsDep``, ``ServedModel``, …) as parameter types.
+"""
+
+from __future__ import annotations
+
+import secrets
+from typing import Annotated, Any
+
+from fastapi import Depends, HTTPException, Request, status
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from app.model import LoadedModel, ModelManager
+from app.settings import Settings
+from app.telemetry import ServingMetrics
+
+
+async def get_settings(request: Request) -> Settings:
+    """The settings of the app serving the request."""
+    return request.app.state.settings
+
+
+async def get_manager(request: Request) -> ModelManager:
+    """The app's model manager (created by the lifespan)."""
+    return request.app.state.manager
+
+
+async def get_metrics(request: Request) -> ServingMetrics:
+    """The app's Prometheus metrics."""
+    return request.app.state.metrics
+
+
+NO_MODEL: dict[int | str, dict[str, Any]] = {503: {"description": "no model loaded"}}  # OpenAPI of served_model's 503
+
+
+async def served_model(request: Request) -> LoadedModel:
+    """The model served now; 503 with the last load error while there is none."""
+    model = request.app.state.manager.current
+    if model is None:
+        error = (request.app.state.manager.last_error or {}).get("message", "still loading")
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no model loaded: {error}")
+    return model
+
+
+bearer = HTTPBearer(auto_error=False, description="Authorization: Bearer <ADMIN_TOKEN>")
+
+
+def require_admin(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(bearer)]
+) -> None:
+    """403 while ADMIN_TOKEN is unset; 401 (with ``WWW-Authenticate``) unless the bearer token matches it."""
+    token = request.app.state.settings.admin_token
+    if token is None:
+        raise HTTPException(status.HTTP_403_FORBIDDEN, "admin endpoints disabled: set ADMIN_TOKEN to enable them")
+    given = credentials.credentials if credentials else ""
+    if not secrets.compare_digest(given.encode(), token.get_secret_value().encode()):
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or wrong admin token (send Authorization: Bearer <ADMIN_TOKEN>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+
+
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+ManagerDep = Annotated[ModelManager, Depends(get_manager)]
+MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
+ServedModel = Annotated[LoadedModel, Depends(served_model)]

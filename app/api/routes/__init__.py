@@ -1,0 +1,1 @@
+"""The API's routers, one module per tag: ``predict``, ``feedback``, ``ops``, ``admin``; ``docs``: the Swagger UI."""

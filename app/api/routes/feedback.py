@@ -1,0 +1,31 @@
+"""``POST /feedback``: a labelled review, stored in the feedback table for the next retraining."""
+
+from __future__ import annotations
+
+from contextlib import closing
+from typing import Annotated
+
+from fastapi import APIRouter, Body, status
+
+from app.api.deps import SettingsDep
+from app.errors import check_text_lengths
+from app.schemas import FeedbackRequest, FeedbackResponse
+from scoring import inference_log
+
+router = APIRouter(tags=["feedback"])
+
+FEEDBACK_EXAMPLES = {
+    "label": {"summary": "A labelled review", "value": {"text": "The movie was amazing", "label": "Positive"}},
+    "number": {"summary": "Labels may be 1 / 0", "value": {"text": "A dull, lifeless mess.", "label": 0}},
+}
+
+
+@router.post("/feedback", response_model=FeedbackResponse, status_code=status.HTTP_201_CREATED)
+def feedback(
+    settings: SettingsDep, body: Annotated[FeedbackRequest, Body(openapi_examples=FEEDBACK_EXAMPLES)]
+) -> FeedbackResponse:
+    """Store a labelled review for the next retraining (``include_feedback``)."""
+    check_text_lengths([body.text], settings.max_text_chars, "text")
+    with closing(inference_log.connect(settings.inference_db_path)) as conn:
+        row_id = inference_log.add_feedback(conn, body.text, body.label)
+    return FeedbackResponse(id=row_id, label=body.label)

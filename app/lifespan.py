@@ -1,0 +1,84 @@
+"""The app's lifespan: load the model before serving, poll its alias while serving, flush the log on shutdown.
+
+Startup configures logging and the runtimes (torch threads, no progress bars), points
+MLflow at the tracking store, starts the inference log writer, and loads the model
+on a one-thread executor (one load at a time, never on the event loop); while serving,
+a task reloads every ``RELOAD_INTERVAL_S`` seconds when the alias moved.  What it
+creates lives on ``app.state``: ``manager``, ``writer``, ``loader``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
+from contextlib import asynccontextmanager, suppress
+
+from fastapi import FastAPI
+
+from app.logwriter import InferenceLogWriter
+from app.model import ModelManager
+from app.settings import Settings
+from app.telemetry import ServingMetrics
+from scoring import tracking
+
+log = logging.getLogger("app")
+
+
+def _configure_runtime(threads: int) -> None:
+    import torch
+    from transformers.utils import logging as hf_logging
+
+    torch.set_num_threads(threads)
+    hf_logging.disable_progress_bar()  # no "Loading weights" bars in the server log
+
+
+@asynccontextmanager
+async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+    """Load the model before serving; poll the alias while serving; flush the log on shutdown."""
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    settings: Settings = app.state.settings
+    metrics: ServingMetrics = app.state.metrics
+    _configure_runtime(settings.torch_threads)
+    tracking.setup(settings.tracking_uri)
+    writer = None
+    if settings.inference_log:
+        writer = InferenceLogWriter(settings.inference_db_path, settings.log_queue_size, metrics.log_dropped.inc)
+        metrics.log_queue.set_function(writer.queue.qsize)
+    manager = ModelManager(
+        settings,
+        on_change=lambda model: metrics.model_changed(model, settings.backend),
+        on_attempt=metrics.reload_attempted,
+    )
+    executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="model-loader")  # one load at a time
+    app.state.manager, app.state.writer, app.state.loader = manager, writer, executor
+    loop = asyncio.get_running_loop()
+    await loop.run_in_executor(executor, manager.reload, "startup")
+    poller = None
+    if settings.reload_interval_s > 0:
+        poller = asyncio.create_task(_poll(manager, settings.reload_interval_s, executor))
+    try:
+        yield
+    finally:
+        if poller:
+            poller.cancel()
+            with suppress(asyncio.CancelledError):
+                await poller
+        executor.shutdown(wait=False, cancel_futures=True)
+        if app.state.batcher is not None:
+            await app.state.batcher.aclose()
+        if writer:
+            writer.close()
+
+
+async def _poll(manager: ModelManager, interval: float, executor: ThreadPoolExecutor) -> None:
+    """Reload (if the alias moved) every ``interval`` seconds, whatever the previous attempt did."""
+    loop = asyncio.get_running_loop()
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await loop.run_in_executor(executor, manager.reload, "poll")
+        except Exception:  # keep polling whatever happened
+            log.exception("alias polling failed")

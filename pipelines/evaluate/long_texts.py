@@ -1,0 +1,109 @@
+"""Long-review proxies and the comparison of long-text strategies (the strategies: :mod:`scoring.scorer`).
+
+The embedded Rotten Tomatoes snippets are short (~25 tokens), so a model trained
+on them never meets a long review.  A *proxy* joins several snippets of the same
+movie and the same label (fresh/rotten) into one long text, as a critic's full
+review would read.  Only snippets of the **test** split are used, so no proxy
+holds a text the model trained or early-stopped on.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from pipelines.data.embedded import rotten_tomatoes_csv
+from pipelines.evaluate.metrics import classification_metrics
+from scoring.config import LONG_TEXT_STRATEGIES, ScoringConfig
+from scoring.scorer import Scorer
+
+STRATEGIES = LONG_TEXT_STRATEGIES
+
+
+def movie_names(path: Any = None) -> pd.DataFrame:
+    """``text`` → ``movie_name`` for the embedded critic snippets (first movie of a duplicated text)."""
+    raw = pd.read_csv(path or rotten_tomatoes_csv())
+    raw = raw[raw["category"].isin(["fresh", "rotten"])]
+    out = pd.DataFrame({"text": raw["text"].astype(str).str.strip(), "movie_name": raw["movie_name"]})
+    return out.drop_duplicates("text")
+
+
+def build_long_proxies(
+    test: pd.DataFrame, n: int = 150, min_snippets: int = 3, max_snippets: int = 12, seed: int = 42
+) -> pd.DataFrame:
+    """Up to ``n`` long texts, each the test snippets of one (movie, label) joined in a random order.
+
+    The groups with the most snippets come first (ties in a seeded random order).
+    Returns ``text``, ``label``, ``movie_name``, ``n_snippets``; empty when the test
+    texts are not Rotten Tomatoes snippets.
+    """
+    columns = ["text", "label", "movie_name", "n_snippets"]
+    joined = test[["text", "label"]].merge(movie_names(), on="text", how="inner")
+    groups = [g for _, g in joined.groupby(["movie_name", "label"], sort=True) if len(g) >= min_snippets]
+    if not groups:
+        return pd.DataFrame(columns=columns)
+    rng = np.random.default_rng(seed)
+    tiebreak = rng.permutation(len(groups))
+    order = sorted(range(len(groups)), key=lambda i: (-len(groups[i]), tiebreak[i]))[:n]
+    rows = []
+    for i in order:
+        group = groups[i].sample(frac=1.0, random_state=seed).head(max_snippets)
+        rows.append({
+            "text": " ".join(group["text"]),
+            "label": int(group["label"].iloc[0]),
+            "movie_name": group["movie_name"].iloc[0],
+            "n_snippets": len(group),
+        })
+    return pd.DataFrame(rows, columns=columns).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def strategy_scorers(model: Any, tokenizer: Any, strategies: Sequence[str] = STRATEGIES) -> dict[str, Scorer]:
+    """One :class:`Scorer` per strategy over the same loaded model (other settings as saved)."""
+    base = ScoringConfig.from_model(model)
+    return {s: Scorer(model, tokenizer, base.model_copy(update={"long_text_strategy": s})) for s in strategies}
+
+
+def compare_strategies(
+    scorers: Mapping[str, Any], proxies: pd.DataFrame, n_single: int = 20, repeats: int = 1
+) -> pd.DataFrame:
+    """Accuracy, ROC-AUC and latency of each scorer on the proxies.
+
+    ``ms_per_text``: batch scoring of all proxies (the best of ``repeats`` runs, which
+    is robust to other load on the machine); ``single_p50_ms``: median of one text per
+    call (what one ``/predict`` request costs) over ``n_single`` proxies;
+    ``windows_per_text``: model inputs per text, what the cost scales with.
+    """
+    texts, labels = proxies["text"].tolist(), proxies["label"].to_numpy()
+    rows = {}
+    for name, scorer in scorers.items():
+        scorer.predict_proba(texts[:2])  # warm-up
+        batch_s = float("inf")
+        for _ in range(max(1, repeats)):
+            start = time.perf_counter()
+            probs = scorer.predict_proba(texts)
+            batch_s = min(batch_s, time.perf_counter() - start)
+        singles = []
+        for text in texts[:n_single]:
+            t0 = time.perf_counter()
+            scorer.predict_proba([text])
+            singles.append(time.perf_counter() - t0)
+        metrics = classification_metrics(labels, probs)
+        windows = getattr(scorer, "windows", None)  # model passes per text: the machine-independent cost
+        rows[name] = {
+            "accuracy": metrics["accuracy"],
+            "roc_auc": metrics["roc_auc"],
+            "f1": metrics["f1"],
+            "ms_per_text": 1000 * batch_s / max(1, len(texts)),
+            "single_p50_ms": 1000 * float(np.median(singles)) if singles else float("nan"),
+            "windows_per_text": len(windows(texts)[0]) / max(1, len(texts)) if windows else float("nan"),
+        }
+    return pd.DataFrame(rows).T
+
+
+def token_lengths(tokenizer: Any, texts: Sequence[str]) -> np.ndarray:
+    """Tokens per text without truncation or special tokens."""
+    return np.array([len(ids) for ids in tokenizer(list(texts), add_special_tokens=False)["input_ids"]])

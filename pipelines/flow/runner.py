@@ -1,0 +1,165 @@
+"""Runs the notebook steps in order with Papermill, tracked in MLflow.
+
+One parent run per pipeline run, one nested run per step. Every executed
+notebook is logged to its step's run as ``notebook/<step>.ipynb`` and as an
+nbconvert render ``notebook/<step>.html`` (which the MLflow UI previews), also
+when the step failed. What each step takes and passes on is declared in
+:mod:`pipelines.flow.steps`.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import nbformat
+import papermill
+from mlflow import MlflowClient
+from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
+from nbconvert import HTMLExporter
+
+from pipelines.config import PipelineConfig
+from pipelines.flow.notebook import RUNNER_PARAMETERS
+from pipelines.flow.steps import FLOWS, Step, carried, check_parameters, steps_of
+from scoring import tracking
+
+NOTEBOOKS_DIR = tracking.PROJECT_ROOT / "notebooks"
+
+
+class StepFailed(RuntimeError):
+    """A notebook step raised; its executed notebook was logged."""
+
+    def __init__(self, step: str, notebook: Path, run_id: str, cause: str):
+        super().__init__(f"step {step!r} failed: {cause} (executed notebook: {notebook}, MLflow run {run_id})")
+        self.step, self.notebook, self.run_id = step, notebook, run_id
+
+
+@dataclass
+class PipelineResult:
+    """What a pipeline run produced."""
+
+    parent_run_id: str
+    output_dir: Path
+    steps: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def render_html(notebook: Path) -> Path:
+    """nbconvert's HTML render next to the notebook."""
+    body, _ = HTMLExporter().from_notebook_node(nbformat.read(notebook, as_version=4))
+    html = notebook.with_suffix(".html")
+    html.write_text(body, encoding="utf-8")
+    return html
+
+
+def _check_notebook(step: Step, source: Path) -> None:
+    """The notebook must declare exactly what the table says the step takes (plus the runner's parameters)."""
+    declared = set(papermill.inspect_notebook(str(source)))
+    expected = set(step.parameters) | set(RUNNER_PARAMETERS)
+    if declared != expected:
+        missing, extra = sorted(expected - declared), sorted(declared - expected)
+        raise ValueError(f"notebook {source} does not declare what step {step.name!r} takes "
+                         f"(pipelines/flow/steps.py): missing {missing}, not taken {extra}")
+
+
+def run_step(
+    step: Step,
+    cfg: PipelineConfig,
+    parent_run_id: str,
+    output_dir: Path,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    extra: dict[str, Any] | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """Execute one notebook in a nested run; log it whatever happens; return its result."""
+    client = MlflowClient()
+    source = notebooks_dir / step.notebook
+    _check_notebook(step, source)
+    executed = output_dir / step.notebook
+    result_path = output_dir / f"{step.name}.result.json"
+    experiment_id = client.get_run(parent_run_id).info.experiment_id
+    run = client.create_run(
+        experiment_id, tags={MLFLOW_PARENT_RUN_ID: parent_run_id, MLFLOW_RUN_NAME: step.name, "step": step.name,
+                             "launched_by": "pipeline"}
+    )
+    run_id = run.info.run_id
+    values = {**cfg.model_dump(), **(extra or {}), "mlflow_run_id": run_id, "result_path": str(result_path)}
+    parameters = {k: values[k] for k in (*step.parameters, *RUNNER_PARAMETERS)}
+    print(f"[{step.name}] running {source.name} → {executed}", flush=True)
+    started = time.perf_counter()
+    error: str | None = None
+    try:
+        papermill.execute_notebook(
+            str(source), str(executed), parameters=parameters, kernel_name="python3",
+            progress_bar=progress,
+        )
+    except Exception as err:
+        error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"
+    seconds = time.perf_counter() - started
+    if executed.exists():
+        client.log_artifact(run_id, str(executed), "notebook")
+        client.log_artifact(run_id, str(render_html(executed)), "notebook")
+    client.log_metric(run_id, "step_seconds", seconds)
+    if error is not None:
+        client.set_tag(run_id, "error", error[:5000])
+        client.set_terminated(run_id, "FAILED")
+        raise StepFailed(step.name, executed, run_id, error)
+    client.set_terminated(run_id, "FINISHED")
+    print(f"[{step.name}] done in {seconds:.0f}s", flush=True)
+    return json.loads(result_path.read_text()) if result_path.exists() else {}
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    steps: Sequence[str] = FLOWS["training"],
+    output_dir: Path | None = None,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    progress: bool = True,
+    tags: dict[str, str] | None = None,
+) -> PipelineResult:
+    """Check the parameters, then run ``steps`` in order under one parent run (with extra ``tags``).
+
+    A given parameter that none of ``steps`` takes is refused (ConfigError) before anything runs.
+    A failing step marks its run and the parent FAILED and stops the pipeline
+    (later steps never run, so the alias cannot move) by raising StepFailed.
+    """
+    plan = steps_of(steps)
+    check_parameters(cfg, plan)
+    tracking.setup(cfg.tracking_uri, cfg.experiment_name)
+    stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+    client = MlflowClient()
+    experiment = mlflow.get_experiment_by_name(cfg.experiment_name)
+    parent = client.create_run(
+        experiment.experiment_id,
+        tags={MLFLOW_RUN_NAME: f"pipeline-{stamp}", "step": "pipeline", "steps": ",".join(s.name for s in plan),
+              "git_commit": tracking.git_commit(), **(tags or {})},
+    )
+    parent_id = parent.info.run_id
+    out = Path(output_dir or tracking.state_dir() / "output" / f"{stamp}-{parent_id[:8]}").resolve()
+    out.mkdir(parents=True, exist_ok=True)
+    for key, value in cfg.model_dump().items():
+        client.log_param(parent_id, key, value)
+    result = PipelineResult(parent_id, out)
+    given: dict[str, Any] = {}
+    try:
+        for step in plan:
+            step_result = run_step(step, cfg, parent_id, out, notebooks_dir, given, progress)
+            result.steps[step.name] = step_result
+            given.update(carried(step, step_result))
+    except BaseException:
+        client.set_terminated(parent_id, "FAILED")
+        raise
+    summary = out / "pipeline.json"
+    summary.write_text(json.dumps({"parent_run_id": parent_id, "steps": result.steps}, indent=2, default=str))
+    client.log_artifact(parent_id, str(summary))
+    for step in plan:
+        for key in step.tags:
+            if key in result.steps[step.name]:
+                client.set_tag(parent_id, key, str(result.steps[step.name][key]))
+    client.set_terminated(parent_id, "FINISHED")
+    return result

@@ -1,0 +1,21 @@
+"""The training curves figure (per-epoch train loss and validation metrics)."""
+
+from __future__ import annotations
+
+import matplotlib.pyplot as plt
+import pandas as pd
+from matplotlib.figure import Figure
+
+
+def training_curves(history: pd.DataFrame) -> Figure:
+    fig, (loss, val) = plt.subplots(1, 2, figsize=(10, 3.5))
+    loss.plot(history.index, history["train_loss"], marker="o")
+    loss.set_xlabel("epoch")
+    loss.set_title("train loss")
+    for col in ("val_accuracy", "val_f1", "val_roc_auc"):
+        val.plot(history.index, history[col], marker="o", label=col.removeprefix("val_"))
+    val.set_xlabel("epoch")
+    val.set_title("validation metrics")
+    val.legend()
+    fig.tight_layout()
+    return fig

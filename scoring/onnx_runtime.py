@@ -1,0 +1,126 @@
+"""The ONNX Runtime scorer: :class:`~scoring.scorer.Scorer` with its forward pass in ONNX Runtime.
+
+Tokenization, windows and aggregation stay identical to PyTorch's; only the model call
+differs. :func:`load_onnx_scorer` loads one for a model URI (the ``onnx`` and
+``onnx-int8`` backends of :mod:`scoring.runtimes`), from the files logged with the
+version at training time, from ``onnx/`` inside an exported folder, or, for a version
+that has none, from a conversion made on the spot.
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import numpy as np
+import onnxruntime as ort
+
+from scoring.config import ScoringConfig
+from scoring.identity import resolve_version
+from scoring.labels import POSITIVE
+from scoring.model_files import load_components, load_tokenizer_and_scoring
+from scoring.onnx_convert import FILES, ONNX_DIR, export_onnx, quantize_int8
+from scoring.scorer import Scorer
+from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
+
+# Dynamic int8 quantizes activations with one scale per input tensor, so a window's answer would depend on what it
+# is batched with (on the default run's model: 28 of 1,275 test labels flipped between batches of 64 and one text at
+# a time, mean |ΔP| 0.02). The int8 scorer therefore runs one window per call: a text's answer never depends on other
+# traffic (micro-batching still shares tokenization and the thread hop). fp32 gives equal answers in any batch.
+INT8_BATCH_SIZE = 1
+THREADS_ENV = "ONNX_THREADS"  # intra-op threads of ONNX Runtime sessions; 0 / unset = ONNX Runtime's default
+
+
+def session_options(threads: int | None = None) -> ort.SessionOptions:
+    """Full graph optimization, sequential execution, ``threads`` intra-op threads (0 = ORT's default: all cores).
+
+    Idle worker threads sleep instead of spinning: on a shared or busy CPU spinning steals the cores that
+    tokenization, the web server and other processes need (long texts, 2 threads, load 5 on 2 cores: 64 ms
+    instead of 109 ms per call, see BENCHMARKS.md).
+    """
+    opts = ort.SessionOptions()
+    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    threads = int(os.environ.get(THREADS_ENV, "0") or 0) if threads is None else threads
+    opts.intra_op_num_threads = max(0, threads)
+    opts.inter_op_num_threads = 1
+    return opts
+
+
+def make_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+
+
+class OnnxScorer(Scorer):
+    """:class:`Scorer` with the forward pass in ONNX Runtime (numpy in, numpy out)."""
+
+    def __init__(self, session: ort.InferenceSession, tokenizer: Any, scoring: ScoringConfig, batch_size: int = 64):
+        self.model = None
+        self.session = session
+        self.tokenizer = tokenizer
+        self.scoring = scoring
+        self.batch_size = batch_size
+        self.input_names = [i.name for i in session.get_inputs()]
+        self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
+        self.pad_left = getattr(tokenizer, "padding_side", "right") == "left"
+
+    def feeds(self, windows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
+        """Padded ``input_ids``, ``attention_mask`` and zero ``token_type_ids`` (what ``tokenizer.pad`` gives)."""
+        width = max(len(w) for w in windows)
+        ids = np.full((len(windows), width), self.pad_id, dtype=np.int64)
+        mask = np.zeros((len(windows), width), dtype=np.int64)
+        for row, window in enumerate(windows):
+            cols = slice(width - len(window), width) if self.pad_left else slice(0, len(window))
+            ids[row, cols] = window
+            mask[row, cols] = 1
+        known = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
+        return {name: known[name] for name in self.input_names}
+
+    def logits(self, windows: Sequence[Sequence[int]]) -> np.ndarray:
+        return self.session.run(["logits"], self.feeds(windows))[0]
+
+    def window_probabilities(self, ids: list[list[int]]) -> np.ndarray:
+        """P(positive) per window, batched by similar length (dynamic padding), as in :class:`Scorer`."""
+        out = np.empty(len(ids), dtype=np.float64)
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        for start in range(0, len(order), self.batch_size):
+            batch = order[start : start + self.batch_size]
+            logits = self.logits([ids[i] for i in batch]).astype(np.float32)
+            shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
+            out[batch] = (shifted / shifted.sum(axis=-1, keepdims=True))[:, POSITIVE]
+        return out
+
+
+def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | None = None,
+                     **scoring_overrides: Any) -> OnnxScorer:
+    """An :class:`OnnxScorer` for ``model_uri``.
+
+    Uses ``onnx/`` inside a local model folder, else the files logged with the registered version
+    (``onnx.*`` tags); otherwise converts (and quantizes) the PyTorch model in a temporary folder first.
+    """
+    tokenizer, scoring = load_tokenizer_and_scoring(model_uri, **scoring_overrides)
+    batch_size = INT8_BATCH_SIZE if quantized else 64
+    in_folder = Path(model_uri) / ONNX_DIR / FILES[quantized]  # an exported model folder that carries its ONNX
+    if in_folder.is_file():
+        return OnnxScorer(make_session(in_folder, threads), tokenizer, scoring, batch_size)
+    mv = resolve_version(model_uri)
+    logged_run = mv.tags.get(ONNX_RUN_ID) if mv is not None else None
+    if logged_run:
+        path = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{logged_run}/{mv.tags[ONNX_PATHS[quantized]]}")
+        return OnnxScorer(make_session(path, threads), tokenizer, scoring, batch_size)
+    where = f"{mv.name} v{mv.version}" if mv is not None else model_uri
+    print(f"no ONNX export logged with {where}: exporting it now "
+          f"(log one with: python -m pipelines export-onnx --model-uri {model_uri})", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="onnx-export-") as tmp:
+        model, torch_tokenizer = load_components(model_uri)
+        path = export_onnx(model, torch_tokenizer, Path(tmp) / FILES[False])
+        if quantized:
+            path = quantize_int8(path, Path(tmp) / FILES[True])
+        session = make_session(path, threads)  # the session holds the model; the files can go
+    return OnnxScorer(session, tokenizer, scoring, batch_size)
