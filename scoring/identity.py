@@ -57,12 +57,7 @@ def parse_registry_uri(uri: str) -> tuple[str, str, str] | None:
     return match["name"], match["alias"] or "", match["version"] or ""
 
 
-def resolve_version(uri: str) -> ModelVersion | None:
-    """The registry version ``uri`` means now (None for ``runs:/…`` and folders); RegistryError if it has none."""
-    parsed = parse_registry_uri(uri)
-    if parsed is None:
-        return None
-    name, alias, version = parsed
+def _lookup(uri: str, name: str, alias: str, version: str) -> ModelVersion:
     client = MlflowClient()
     try:
         return client.get_model_version_by_alias(name, alias) if alias else client.get_model_version(name, version)
@@ -70,14 +65,20 @@ def resolve_version(uri: str) -> ModelVersion | None:
         raise RegistryError(f"{uri}: {err.message}") from err
 
 
+def resolve_version(uri: str) -> ModelVersion | None:
+    """The registry version ``uri`` means now (None for ``runs:/…`` and folders); RegistryError if it has none."""
+    parsed = parse_registry_uri(uri)
+    return None if parsed is None else _lookup(uri, *parsed)
+
+
 def resolve(uri: str) -> ModelIdentity:
     """The identity of what ``uri`` means now; other URIs (``runs:/…``, folders) come back with only ``source``."""
-    mv = resolve_version(uri)
-    if mv is None:
-        return ModelIdentity(source=uri)
     parsed = parse_registry_uri(uri)
+    if parsed is None:
+        return ModelIdentity(source=uri)
+    mv = _lookup(uri, *parsed)
     return ModelIdentity(
-        name=mv.name, version=str(mv.version), alias=parsed[1] if parsed else "", run_id=mv.run_id or "",
+        name=mv.name, version=str(mv.version), alias=parsed[1], run_id=mv.run_id or "",
         source=model_uri(mv.name, mv.version), metrics=recorded_metrics(dict(mv.tags)),
     )
 

@@ -10,6 +10,7 @@ import pytest
 from pipelines import cli
 from pipelines.config import SECTIONS, ConfigError, DataSection, PipelineConfig, build_config, defaults, expand
 from pipelines.flow.notebook import RUNNER_PARAMETERS
+from pipelines.flow.runner import NOTEBOOKS_DIR, run_pipeline
 from pipelines.flow.steps import FLOWS, STEPS, check_parameters, steps_of
 from scoring.config import ScoringConfig
 
@@ -136,3 +137,16 @@ def test_expand_replaces_sections_by_their_fields():
                          ids=lambda p: p.name)
 def test_shipped_config_files_are_valid(config_file):
     assert build_config({}, config_file)
+
+
+def test_a_notebook_that_drops_a_parameter_is_refused_before_any_step_runs(tmp_path):
+    """The runner never drops a parameter silently: the evaluate notebook without include_feedback is refused."""
+    for nb in NOTEBOOKS_DIR.glob("*.ipynb"):
+        (tmp_path / nb.name).write_bytes(nb.read_bytes())
+    evaluate = nbformat.read(tmp_path / "evaluate.ipynb", 4)
+    cell = next(c for c in evaluate.cells if "parameters" in c.metadata.get("tags", []))
+    cell.source = "\n".join(line for line in cell.source.splitlines() if not line.startswith("include_feedback"))
+    nbformat.write(evaluate, tmp_path / "evaluate.ipynb")
+    with pytest.raises(ConfigError, match=r"evaluate.ipynb does not declare .* missing \['include_feedback'\]"):
+        run_pipeline(build_config({}), ("eda", "evaluate"), output_dir=tmp_path / "out", notebooks_dir=tmp_path)
+    assert not (tmp_path / "out").exists()  # nothing ran, nothing was written

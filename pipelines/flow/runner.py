@@ -24,7 +24,7 @@ from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from nbconvert import HTMLExporter
 
-from pipelines.config import PipelineConfig
+from pipelines.config import ConfigError, PipelineConfig
 from pipelines.flow.notebook import RUNNER_PARAMETERS
 from pipelines.flow.steps import FLOWS, Step, carried, check_parameters, steps_of
 from scoring import tracking
@@ -57,14 +57,16 @@ def render_html(notebook: Path) -> Path:
     return html
 
 
-def _check_notebook(step: Step, source: Path) -> None:
+def check_notebook(step: Step, source: Path) -> None:
     """The notebook must declare exactly what the table says the step takes (plus the runner's parameters)."""
+    if not source.is_file():
+        raise ConfigError(f"step {step.name!r}: notebook {source} does not exist")
     declared = set(papermill.inspect_notebook(str(source)))
     expected = set(step.parameters) | set(RUNNER_PARAMETERS)
     if declared != expected:
         missing, extra = sorted(expected - declared), sorted(declared - expected)
-        raise ValueError(f"notebook {source} does not declare what step {step.name!r} takes "
-                         f"(pipelines/flow/steps.py): missing {missing}, not taken {extra}")
+        raise ConfigError(f"notebook {source} does not declare what step {step.name!r} takes "
+                          f"(pipelines/flow/steps.py): missing {missing}, not taken {extra}")
 
 
 def run_step(
@@ -79,7 +81,6 @@ def run_step(
     """Execute one notebook in a nested run; log it whatever happens; return its result."""
     client = MlflowClient()
     source = notebooks_dir / step.notebook
-    _check_notebook(step, source)
     executed = output_dir / step.notebook
     result_path = output_dir / f"{step.name}.result.json"
     experiment_id = client.get_run(parent_run_id).info.experiment_id
@@ -124,12 +125,15 @@ def run_pipeline(
 ) -> PipelineResult:
     """Check the parameters, then run ``steps`` in order under one parent run (with extra ``tags``).
 
-    A given parameter that none of ``steps`` takes is refused (ConfigError) before anything runs.
+    A given parameter that none of ``steps`` takes, or a notebook that does not declare what its step
+    takes, is refused (ConfigError) before anything runs.
     A failing step marks its run and the parent FAILED and stops the pipeline
     (later steps never run, so the alias cannot move) by raising StepFailed.
     """
     plan = steps_of(steps)
     check_parameters(cfg, plan)
+    for step in plan:  # all of them before the first one runs
+        check_notebook(step, notebooks_dir / step.notebook)
     tracking.setup(cfg.tracking_uri, cfg.experiment_name)
     stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
     client = MlflowClient()
