@@ -217,5 +217,7 @@ def test_rollback_moves_production_back(learned_copy):
     assert f"v{v2.version} -> v{v1.version}" in proc.stdout
     now = versions.alias_version(name, "production")
     assert now.version == v1.version and now.tags["rollback.from_version"] == str(v2.version)
+    rows = {str(r["version"]): r for r in versions.history(name)}
+    assert rows[str(v1.version)]["aliases"] == "production" and rows[str(v2.version)]["aliases"] == ""
     again = _cli("rollback")
     assert again.returncode == 2 and "no previous version" in again.stderr

@@ -70,12 +70,20 @@ def record_evaluation(name: str, version: str, metrics: dict[str, float], test_d
 
 
 def history(name: str) -> list[dict[str, Any]]:
-    """All versions with their promotion / rollback tags, newest first."""
+    """All versions with their aliases and promotion / rollback tags, newest first."""
+    c = client()
+    try:  # search results carry no aliases (MLflow 3): the registered model has them
+        by_alias = c.get_registered_model(name).aliases
+    except MlflowException:
+        return []  # no such model: no versions
+    aliases: dict[str, list[str]] = {}
+    for alias, version in by_alias.items():
+        aliases.setdefault(str(version), []).append(alias)
     rows = []
-    for mv in client().search_model_versions(f"name = '{name}'", order_by=["version_number DESC"]):
+    for mv in c.search_model_versions(f"name = '{name}'", order_by=["version_number DESC"]):
         rows.append({
             "version": mv.version,
-            "aliases": ",".join(mv.aliases),
+            "aliases": ",".join(sorted(aliases.get(str(mv.version), []))),
             "created": datetime.fromtimestamp(mv.creation_timestamp / 1000, UTC).isoformat(timespec="seconds"),
             **{k: v for k, v in mv.tags.items() if k.startswith(("promotion.", "rollback."))
                or (k.startswith("eval.") and k.endswith((".accuracy", ".roc_auc")))},  # PyTorch's and runtimes'
