@@ -2,8 +2,8 @@
 #
 # Build it with `make image` (docker/build-image.sh), which first fills the build context
 # build/docker/ with what this file copies (.dockerignore lets nothing else in):
-#   wheels/                    the serving requirements as wheels (pyproject's `serve` extra, CPU torch)
-#   requirements-serve.txt     that list
+#   wheels/                    the serving requirements as wheels (requirements/serve.lock, CPU torch)
+#   requirements-serve.txt     that lock: pyproject's `serve` extra at the dev venv's exact versions
 #   dist/                      the project wheel of the serving-safe core and the app (packages scoring +
 #                              app; no pipelines), installed --no-deps
 #   model/                     models:/sentiment@production exported by `python -m pipelines export`

@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 # extra arguments, e.g. make pipeline ARGS="-p epochs 2"
 ARGS   ?=
 
-.PHONY: help install pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout bench bench-quick lint format strip-notebooks clean
+.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout bench bench-quick lint format strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -16,12 +16,17 @@ help:  ## list the targets
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
 
-$(STAMP): pyproject.toml | $(BIN)/python
+# the exact versions of requirements/dev.lock (make lock), then the project itself on top
+$(STAMP): pyproject.toml requirements/dev.lock | $(BIN)/python
 	$(BIN)/python -m pip install --upgrade pip
-	$(BIN)/python -m pip install -e ".[dev]"
+	$(BIN)/python -m pip install -r requirements/dev.lock
+	$(BIN)/python -m pip install --no-deps -e .
 	touch $@
 
-install: $(STAMP)  ## create .venv (if missing) and install the project with its dev tools
+install: $(STAMP)  ## create .venv (if missing) and install the locked versions, the project and its dev tools
+
+lock: $(STAMP)  ## re-resolve requirements/{dev,serve}.lock from pyproject.toml (pip's resolver), e.g. after editing it
+	$(BIN)/python -m tools.lock
 
 pipeline: $(STAMP)  ## run eda → train → evaluate → promote on the embedded defaults
 	$(BIN)/python -m pipelines run $(ARGS)

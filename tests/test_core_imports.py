@@ -3,8 +3,9 @@
 The Docker image installs only that list plus a wheel of ``scoring`` and ``app``
 (``--no-deps``): no ``pipelines``, no notebook or training packages. These tests catch
 an import that breaks that before a Docker build would: one hides the packages in this
-environment, one builds a virtual environment holding only the ``serve`` extra and
-scores with the learned model there.
+environment, one builds a virtual environment holding only what the image installs (the
+``serve`` extra at the locked versions, ``requirements/serve.lock``) and scores with the
+learned model there.
 """
 
 from __future__ import annotations
@@ -115,24 +116,25 @@ def test_core_and_app_import_with_the_training_packages_hidden() -> None:
 
 
 def _serve_venv(cache: Path) -> Path:
-    """A venv holding only the serve extra (kept in ``cache`` under a hash of the list)."""
-    venv = cache / f"serve-venv-{hashlib.sha256(chr(10).join(SERVE).encode()).hexdigest()[:12]}"
+    """A venv holding only the image's serving set, requirements/serve.lock (kept in ``cache`` under its hash)."""
+    lock = ROOT / "requirements" / "serve.lock"
+    venv = cache / f"serve-venv-{hashlib.sha256(lock.read_bytes()).hexdigest()[:12]}"
     python = venv / "bin" / "python"
     if (venv / "READY").is_file():
         return python
     shutil.rmtree(venv, ignore_errors=True)
     subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True, timeout=300)
-    proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check", *SERVE],
-                          capture_output=True, text=True, timeout=1800)
+    proc = subprocess.run([str(python), "-m", "pip", "install", "--quiet", "--disable-pip-version-check",
+                           "--no-deps", "-r", str(lock)], capture_output=True, text=True, timeout=1800)
     assert proc.returncode == 0, proc.stderr[-3000:]
-    (venv / "READY").write_text("\n".join(SERVE))
+    (venv / "READY").write_text(lock.read_text())
     return python
 
 
 @pytest.mark.e2e
 @pytest.mark.timeout(2400)
 def test_core_and_app_serve_in_a_venv_with_only_the_serve_extra(learned_store, tmp_path_factory) -> None:
-    """Only the serve extra installed, only scoring/ and app/ on the path: import all, score with the int8 runtime."""
+    """Only the image's serving set installed, only scoring/ and app/ on the path: import all, score in int8."""
     cache = Path(os.environ.get("SENTIMENT_MLOPS_TEST_CACHE") or tmp_path_factory.mktemp("venvs"))
     python = _serve_venv(cache)
     code_dir = tmp_path_factory.mktemp("image-like")
