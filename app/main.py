@@ -10,6 +10,8 @@ depend on), :mod:`app.api.routes` (one router per tag); this module only assembl
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import FastAPI
 from fastapi.exceptions import RequestValidationError
 from fastapi.staticfiles import StaticFiles
@@ -20,6 +22,7 @@ from app.api.routes.docs import SWAGGER_STATIC
 from app.batcher import MicroBatcher
 from app.errors import BodyLimitMiddleware, validation_error_handler
 from app.lifespan import lifespan
+from app.schemas import openapi_with_limits
 from app.settings import Settings
 from app.telemetry import MetricsMiddleware, ServingMetrics
 
@@ -43,6 +46,15 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     app.add_middleware(MetricsMiddleware, metrics=app.state.metrics)  # outermost: counts the 413s too
     app.include_router(api_router)
+    default_openapi = app.openapi
+
+    def openapi() -> dict[str, Any]:
+        """FastAPI's schema with this app's MAX_TEXT_CHARS and MAX_BATCH in it (built once)."""
+        if app.openapi_schema is None:
+            app.openapi_schema = openapi_with_limits(default_openapi(), settings)
+        return app.openapi_schema
+
+    app.openapi = openapi
     return app
 
 

@@ -15,6 +15,7 @@ from fastapi import Depends, HTTPException, Request, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.model import LoadedModel, ModelManager
+from app.schemas import ErrorMessage
 from app.settings import Settings
 from app.telemetry import ServingMetrics
 
@@ -34,7 +35,11 @@ async def get_metrics(request: Request) -> ServingMetrics:
     return request.app.state.metrics
 
 
-NO_MODEL: dict[int | str, dict[str, Any]] = {503: {"description": "no model loaded"}}  # OpenAPI of served_model's 503
+# what routes add to their OpenAPI responses: served_model's 503, BodyLimitMiddleware's 413 (any POST)
+NO_MODEL: dict[int | str, dict[str, Any]] = {503: {"model": ErrorMessage, "description": "no model loaded (yet)"}}
+BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
+    413: {"model": ErrorMessage, "description": "request body over MAX_BODY_BYTES"},
+}
 
 
 async def served_model(request: Request) -> LoadedModel:

@@ -8,15 +8,18 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, Query, Request, status
 from fastapi.responses import JSONResponse
 
-from app.api.deps import ManagerDep, require_admin
-from app.schemas import ReloadResponse
+from app.api.deps import BODY_TOO_LARGE, ManagerDep, require_admin
+from app.schemas import ErrorMessage, ReloadResponse
 
 router = APIRouter(prefix="/admin", tags=["admin"], dependencies=[Depends(require_admin)])
 
 
 @router.post("/reload", response_model=ReloadResponse,
-             responses={401: {"description": "missing or wrong token"}, 403: {"description": "ADMIN_TOKEN unset"},
-                        502: {"description": "the new version could not be loaded; the old one still serves"}})
+             responses={401: {"model": ErrorMessage, "description": "missing or wrong token"},
+                        403: {"model": ErrorMessage, "description": "ADMIN_TOKEN unset"},
+                        502: {"model": ReloadResponse,
+                              "description": "the new version could not be loaded; the old one still serves"},
+                        **BODY_TOO_LARGE})
 async def reload(
     request: Request, manager: ManagerDep,
     force: Annotated[bool, Query(description="reload even if the version is unchanged")] = False,

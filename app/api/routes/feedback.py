@@ -7,12 +7,12 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, status
 
-from app.api.deps import SettingsDep
-from app.errors import check_text_lengths
+from app.api.deps import BODY_TOO_LARGE, SettingsDep
+from app.errors import JSONBodyRoute, check_text_lengths
 from app.schemas import FeedbackRequest, FeedbackResponse
 from scoring import inference_log
 
-router = APIRouter(tags=["feedback"])
+router = APIRouter(tags=["feedback"], route_class=JSONBodyRoute)
 
 FEEDBACK_EXAMPLES = {
     "label": {"summary": "A labelled review", "value": {"text": "The movie was amazing", "label": "Positive"}},
@@ -20,7 +20,8 @@ FEEDBACK_EXAMPLES = {
 }
 
 
-@router.post("/feedback", response_model=FeedbackResponse, status_code=status.HTTP_201_CREATED)
+@router.post("/feedback", response_model=FeedbackResponse, status_code=status.HTTP_201_CREATED,
+             responses=BODY_TOO_LARGE)
 def feedback(
     settings: SettingsDep, body: Annotated[FeedbackRequest, Body(openapi_examples=FEEDBACK_EXAMPLES)]
 ) -> FeedbackResponse:

@@ -13,15 +13,15 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, Request
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import NO_MODEL, SettingsDep, served_model
-from app.errors import check_batch_size, check_text_lengths
+from app.api.deps import BODY_TOO_LARGE, NO_MODEL, SettingsDep, served_model
+from app.errors import JSONBodyRoute, check_batch_size, check_text_lengths
 from app.logwriter import InferenceLogWriter
 from app.model import LoadedModel
 from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
 from scoring import inference_log
 from scoring.labels import label_and_confidence
 
-router = APIRouter(tags=["predict"])
+router = APIRouter(tags=["predict"], route_class=JSONBodyRoute)
 
 PREDICT_EXAMPLES = {
     "positive": {"summary": "A positive review", "value": {"text": "The movie was amazing"}},
@@ -54,7 +54,7 @@ async def score_texts(request: Request, texts: list[str], endpoint: str) -> tupl
     return predictions, model
 
 
-@router.post("/predict", response_model=PredictResponse, responses=NO_MODEL)
+@router.post("/predict", response_model=PredictResponse, responses=NO_MODEL | BODY_TOO_LARGE)
 async def predict(
     request: Request, settings: SettingsDep, body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)]
 ) -> PredictResponse:
@@ -64,7 +64,7 @@ async def predict(
     return PredictResponse(**prediction, model_version=model.identity.version)
 
 
-@router.post("/predict/batch", response_model=BatchResponse, responses=NO_MODEL)
+@router.post("/predict/batch", response_model=BatchResponse, responses=NO_MODEL | BODY_TOO_LARGE)
 async def predict_batch(
     request: Request, settings: SettingsDep, body: Annotated[BatchRequest, Body(openapi_examples=BATCH_EXAMPLES)]
 ) -> BatchResponse:
