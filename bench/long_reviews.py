@@ -17,7 +17,6 @@ import asyncio
 import copy
 import signal
 import tempfile
-import time
 from pathlib import Path
 from typing import Any
 
@@ -118,11 +117,7 @@ def main() -> None:
     from pipelines.evaluate.long_texts import long_sets, token_lengths
     from scoring.runtimes import load_scorer
 
-    started, load_start = time.perf_counter(), common.loadavg()
-    uri = common.tracking_uri()
-    common.use_store(uri)
-    info = common.production_info()
-    common.ensure_onnx_logged()
+    started, load_start, uri, info = common.start_serving_benchmark()
     splits = load_splits(build_config({}).data)
     validation, test = long_texts_of(splits.validation), long_texts_of(splits.test)
     base = load_scorer(common.MODEL_URI, "onnx-int8")

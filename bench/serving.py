@@ -201,11 +201,7 @@ def ratios(rows: list[dict[str, Any]], floor_ms: float) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    started, load_start = time.perf_counter(), common.loadavg()
-    uri = common.tracking_uri()
-    common.use_store(uri)
-    info = common.production_info()
-    common.ensure_onnx_logged()
+    started, load_start, uri, info = common.start_serving_benchmark()
     names = [n.strip() for n in os.environ.get("BENCH_SERVERS", "mlflow," + ",".join(APP_VARIANTS)).split(",")]
     rounds, seconds = (1, 2.0) if common.QUICK else (2, 3.0)
     floor_rounds = 4 if common.QUICK else 10

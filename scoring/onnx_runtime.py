@@ -91,10 +91,11 @@ class OnnxScorer(Scorer):
         return self.session.run(["logits"], self.feeds(windows))[0]
 
     def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """P(positive) and logit margin per window: one call per text (``per_text``, given ``owner``), else
-        batched by similar length (dynamic padding) as in :class:`Scorer`."""
+        """P(positive) and logit margin per window: with ``per_text``, one call per text (``owner``: the text of
+        each window; without it, one call per window), else batched by similar length as in :class:`Scorer`."""
         probs, margins = np.empty(len(ids), dtype=np.float64), np.empty(len(ids), dtype=np.float64)
-        if self.per_text and owner is not None:  # a text's windows are consecutive
+        if self.per_text:  # a text's windows are consecutive
+            owner = np.arange(len(ids)) if owner is None else owner
             calls = np.split(np.arange(len(ids)), np.flatnonzero(np.diff(owner)) + 1)
         else:
             order = np.argsort([len(x) for x in ids], kind="stable")

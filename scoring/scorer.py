@@ -67,7 +67,10 @@ class Scorer:
     # -- scoring -------------------------------------------------------------------------
     @torch.inference_mode()
     def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """P(positive) and the logit margin z1 - z0 per window, batched by similar length (dynamic padding)."""
+        """P(positive) and the logit margin z1 - z0 per window, batched by similar length (dynamic padding).
+
+        ``owner`` (the text of each window) is for runtimes whose calls must not mix texts (int8).
+        """
         probs, margins = np.empty(len(ids), dtype=np.float64), np.empty(len(ids), dtype=np.float64)
         order = np.argsort([len(x) for x in ids], kind="stable")
         for start in range(0, len(order), self.batch_size):
