@@ -14,9 +14,10 @@ from pipelines.data.split import load_splits
 from pipelines.evaluate import aggregation
 from pipelines.evaluate.long_texts import build_long_proxies, long_sets, paragraphs, plot_summaries
 from scoring.config import AGGREGATIONS, CONFIG_KEY, LEGACY, ScoringConfig
+from scoring.model_files import load_components
 from scoring.onnx_runtime import int8_calls_setting
 from scoring.runtimes import load_scorer
-from scoring.scorer import aggregate
+from scoring.scorer import Scorer, aggregate
 
 # three texts: one window; two windows (a confident positive one and a doubtful negative one); three windows
 PROBS = np.array([0.7, 0.95, 0.4, 0.3, 0.45, 0.2])
@@ -111,8 +112,11 @@ def long_reviews(rt_frame: pd.DataFrame) -> list[str]:
 
 
 def test_an_older_version_scores_long_texts_as_before(learned_copy, long_reviews):
-    """The learned store's version was logged before aggregation existed: its long texts score as they did."""
-    scorer = load_scorer(learned_copy.model_uri, "torch")
+    """A model whose saved config predates aggregation (as logged before it existed) scores as it did."""
+    model, tokenizer = load_components(learned_copy.model_uri)
+    setattr(model.config, CONFIG_KEY, {"max_length": 48, "long_text_strategy": "sliding_window", "window_stride": 16,
+                                       "max_windows": 16, "threshold": 0.55})  # what versions saved before
+    scorer = Scorer(model, tokenizer)
     assert (scorer.scoring.aggregation, scorer.scoring.long_threshold, scorer.scoring.window_stride,
             scorer.scoring.max_windows) == ("prob_length", 0.5, 16, 16)
     texts = [POSITIVE_REVIEW, *long_reviews, NEGATIVE_REVIEW]
