@@ -1,7 +1,8 @@
 """The serving app's settings: one object, read from environment variables.
 
 Names match the pipeline configuration where they overlap (``INFERENCE_DB``,
-``LONG_TEXT_STRATEGY``, ``WINDOW_STRIDE``, ``MAX_WINDOWS``, ``MAX_LENGTH``); the
+``LONG_TEXT_STRATEGY``, ``WINDOW_STRIDE``, ``MAX_WINDOWS``, ``MAX_LENGTH``, ``AGGREGATION``,
+``LONG_THRESHOLD``); the
 tracking store is ``MLFLOW_TRACKING_URI`` as everywhere in MLflow.
 """
 
@@ -14,7 +15,7 @@ from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scoring import inference_log, tracking
-from scoring.config import DEFAULT_BACKEND, LONG_TEXT_PATTERN
+from scoring.config import AGGREGATION_PATTERN, DEFAULT_BACKEND, LONG_TEXT_PATTERN
 from scoring.runtimes import BACKENDS
 
 
@@ -61,6 +62,8 @@ class Settings(BaseSettings):
     window_stride: int | None = Field(None, ge=0)
     max_windows: int | None = Field(None, ge=1)
     max_length: int | None = Field(None, ge=8, le=512)
+    aggregation: str | None = Field(None, pattern=AGGREGATION_PATTERN)
+    long_threshold: float | None = Field(None, gt=0, lt=1)
 
     @field_validator("backend")
     @classmethod
@@ -82,4 +85,5 @@ class Settings(BaseSettings):
         return {
             "long_text_strategy": self.long_text_strategy, "window_stride": self.window_stride,
             "max_windows": self.max_windows, "max_length": self.max_length,
+            "aggregation": self.aggregation, "long_threshold": self.long_threshold,
         }

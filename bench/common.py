@@ -190,6 +190,17 @@ def ensure_onnx_logged(model_uri: str = MODEL_URI) -> dict[str, str]:
     return log_onnx(model_uri)
 
 
+def start_serving_benchmark() -> tuple[float, list[float], str, dict[str, Any]]:
+    """Start time, load average, the store (this process pointed at it) and ``production_info()`` of a benchmark
+    that serves ``sentiment@production``, with its ONNX export logged."""
+    started, load_start = time.perf_counter(), loadavg()
+    uri = tracking_uri()
+    use_store(uri)
+    info = production_info()
+    ensure_onnx_logged()
+    return started, load_start, uri, info
+
+
 def interleaved(variants: Sequence[str], rounds: int) -> list[tuple[int, str]]:
     """(round, variant) in alternating order: ABC, CBA, ABC… so drift in load hits every variant alike."""
     out = []

@@ -54,6 +54,30 @@ def serving(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def long_reviews(r: dict[str, Any]) -> list[str]:
+    pool = r["pool"]
+    settings = [{"variant": k, "settings": " ".join(f"`{n}={v}`" for n, v in env.items())}
+                for k, env in r["variants"].items()]
+    return [
+        "### Full-length reviews: today's long-text scoring vs fewer and cheaper windows", _conditions(r), "",
+        f"Model v{r['model_version']}, `BACKEND=onnx-int8`, `MICRO_BATCH_MS=3`, one server per variant, all at once; "
+        f"each request one of {pool['texts']} review proxies of the test split (snippets of one movie and label with "
+        f"its plot summary; median {pool['median_tokens']:.0f} tokens, p95 {pool['p95_tokens']:.0f}, max "
+        f"{pool['max_tokens']}), clients in their own order, the same for every server; {r['rounds']} round(s) × "
+        f"{r['seconds_per_round']} s per server and cell, servers alternating.", "",
+        common.table(settings, ["variant", "settings"]), "",
+        common.table(r["rows"], ["server", "clients", "rps", "p50_ms", "p95_ms", "p99_ms", "n", "errors"], 1), "",
+        "At 8 clients, relative to `today` (goals: req/s ≥ 3×, p99 ≤ 1/3):", "",
+        common.table(r["ratios"], digits=2), "",
+        f"Long-text accuracy of the same variants in-process (same int8 runtime; aggregation and threshold chosen on "
+        f"the {r['long_texts']['validation']} validation long texts by the train step's rule, `today` as it was; "
+        f"`test_*` on the {r['long_texts']['test']} test long texts, which only report):", "",
+        common.table(r["accuracy"], ["variant", "aggregation", "long_threshold", "val_accuracy", "val_precision",
+                                     "val_recall", "val_windows_per_text", "test_accuracy", "test_precision",
+                                     "test_recall", "test_windows_per_text"], 3), "",
+    ]
+
+
 def _floor_rows(floor: dict[str, Any]) -> list[dict[str, Any]]:
     return [{"call": what, "text": text, "variant": v, **s} for what in ("forward", "predict_proba")
             for text, variants in floor[what].items() for v, s in variants.items()]
@@ -147,6 +171,14 @@ def goals() -> list[str]:
         trunc = by.get(f"{PROPOSED}-trunc", {}).get("rps_x_mlflow_long_c8")
         add(f"{PROPOSED}-trunc: req/s at 8 clients ÷ mlflow (long, like for like)", trunc, "≥ 3",
             None if trunc is None else trunc >= 3, "LONG_TEXT_STRATEGY=truncate, as mlflow")
+    if (r := _load("long_reviews")) is not None:
+        by = {x["server"]: x for x in r["ratios"]}
+        for server in ("defaults", "max4"):
+            x = by.get(server, {})
+            rps, p99 = x.get("rps_x_today"), x.get("p99_x_today")
+            note = "full-length reviews, 8 clients, vs the scorer before issue 16"
+            add(f"{server}: long-review req/s ÷ today", rps, "≥ 3", None if rps is None else rps >= 3, note)
+            add(f"{server}: long-review p99 ÷ today", p99, "≤ 0.33", None if p99 is None else p99 <= 1 / 3, note)
     if (r := _load("training")) is not None:
         v = r["summary"]["time_ratio_per_epoch"]
         add("training epoch time, dynamic ÷ max_length padding", v, "≤ 0.4", v <= 0.4,
@@ -158,15 +190,15 @@ def goals() -> list[str]:
             f"+{r['summary']['runner_added_seconds']:.0f} s; extrapolated from {r['train_texts']} texts")
     if not rows:
         return []
-    load = {n: _load(n)["loadavg_start"][0] for n in ("serving", "training", "overhead") if _load(n)}
+    load = {n: _load(n)["loadavg_start"][0] for n in ("serving", "long_reviews", "training", "overhead") if _load(n)}
     return ["### Goals at a glance", f"_1-min load average at the start of each benchmark: {load}_", "",
             common.table(rows, ["goal", "measured", "target", "met", "conditions"]), ""]
 
 
 def render() -> str:
     parts = [BEGIN, "", *goals()]
-    for name, fn in (("quality", quality), ("serving", serving), ("inprocess", inprocess), ("training", training),
-                     ("overhead", overhead)):
+    for name, fn in (("quality", quality), ("serving", serving), ("long_reviews", long_reviews),
+                     ("inprocess", inprocess), ("training", training), ("overhead", overhead)):
         r = _load(name)
         if r is not None:
             parts += fn(r)

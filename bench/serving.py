@@ -18,6 +18,7 @@ import signal
 import sys
 import tempfile
 import time
+from collections.abc import Sequence
 from pathlib import Path
 from types import FrameType
 from typing import Any
@@ -30,7 +31,7 @@ from tools.harness import ServerProcess, app_server, child_env, free_port
 CONCURRENCY = (1, 8)
 # the app's settings that the variants change; any value of them in the caller's environment is dropped
 VARIANT_SETTINGS = ("BACKEND", "MICRO_BATCH_MS", "LONG_TEXT_STRATEGY", "INFERENCE_LOG", "ONNX_THREADS",
-                    "TORCH_THREADS")
+                    "TORCH_THREADS", "INT8_CALLS", "WINDOW_STRIDE", "MAX_WINDOWS", "AGGREGATION", "LONG_THRESHOLD")
 APP_VARIANTS: dict[str, dict[str, str]] = {
     "app": {},  # the defaults: BACKEND=onnx-int8, MICRO_BATCH_MS=3 (see app/settings.py)
     "app-torch": {"BACKEND": "torch", "MICRO_BATCH_MS": "0"},  # the first release's defaults
@@ -66,7 +67,8 @@ class Server(ServerProcess):
         return "/predict", {"text": text}
 
 
-def make_servers(names: list[str], uri: str, log_dir: Path) -> list[Server]:
+def make_servers(names: list[str], uri: str, log_dir: Path,
+                 variants: dict[str, dict[str, str]] = APP_VARIANTS) -> list[Server]:
     servers = []
     for name in names:
         log = log_dir / f"{name}.log"
@@ -78,7 +80,7 @@ def make_servers(names: list[str], uri: str, log_dir: Path) -> list[Server]:
             servers.append(Server(name, ServerProcess(cmd, port, log, env, "/ping"), env))
             continue
         env = {"MODEL_URI": common.MODEL_URI, "MLFLOW_TRACKING_URI": uri, "RELOAD_INTERVAL_S": "0",
-               "INFERENCE_DB": str(log_dir / f"{name}-inference.db"), **APP_VARIANTS[name]}
+               "INFERENCE_DB": str(log_dir / f"{name}-inference.db"), **variants[name]}
         base = app_server(log, env, uvicorn_args=("--log-level", "warning", "--no-access-log"))
         servers.append(Server(name, base, env))
     return servers
@@ -97,15 +99,22 @@ def _exit_on_sigterm(signum: int, frame: FrameType | None) -> None:
     raise SystemExit(128 + signum)
 
 
-async def load(server: Server, text: str, concurrency: int, seconds: float) -> dict[str, Any]:
-    """``concurrency`` closed-loop clients for ``seconds``: latencies of successful requests, errors."""
-    path, body = server.request(text)
+async def load(server: Server, text: str | Sequence[str], concurrency: int, seconds: float) -> dict[str, Any]:
+    """``concurrency`` closed-loop clients for ``seconds``: latencies of successful requests, errors.
+
+    ``text``: the one text every request sends, or a pool that client ``i`` sends in turn from its ``i``-th text
+    on (the same sequence for every server).
+    """
+    pool = [text] if isinstance(text, str) else list(text)
+    sent = [0] * concurrency
     latencies: list[float] = []
     errors = 0
     connector = aiohttp.TCPConnector(limit=concurrency, force_close=False)
     async with aiohttp.ClientSession(server.url, connector=connector, timeout=aiohttp.ClientTimeout(120)) as session:
-        async def one() -> None:
+        async def one(client: int) -> None:
             nonlocal errors
+            path, body = server.request(pool[(client * len(pool) // concurrency + sent[client]) % len(pool)])
+            sent[client] += 1
             start = time.perf_counter()
             try:
                 async with session.post(path, json=body) as response:
@@ -118,16 +127,17 @@ async def load(server: Server, text: str, concurrency: int, seconds: float) -> d
             else:
                 errors += 1
 
-        await asyncio.gather(*(one() for _ in range(concurrency)))  # warm-up: connections and first calls
+        await asyncio.gather(*(one(c) for c in range(concurrency)))  # warm-up: connections and first calls
         latencies.clear()
+        sent[:] = [0] * concurrency
         started = time.perf_counter()
         deadline = started + seconds
 
-        async def client() -> None:
+        async def client(c: int) -> None:
             while time.perf_counter() < deadline:
-                await one()
+                await one(c)
 
-        await asyncio.gather(*(client() for _ in range(concurrency)))
+        await asyncio.gather(*(client(c) for c in range(concurrency)))
         elapsed = time.perf_counter() - started
     return {"latencies": latencies, "errors": errors, "seconds": elapsed}
 
@@ -191,11 +201,7 @@ def ratios(rows: list[dict[str, Any]], floor_ms: float) -> list[dict[str, Any]]:
 
 
 def main() -> None:
-    started, load_start = time.perf_counter(), common.loadavg()
-    uri = common.tracking_uri()
-    common.use_store(uri)
-    info = common.production_info()
-    common.ensure_onnx_logged()
+    started, load_start, uri, info = common.start_serving_benchmark()
     names = [n.strip() for n in os.environ.get("BENCH_SERVERS", "mlflow," + ",".join(APP_VARIANTS)).split(",")]
     rounds, seconds = (1, 2.0) if common.QUICK else (2, 3.0)
     floor_rounds = 4 if common.QUICK else 10

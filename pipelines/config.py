@@ -77,6 +77,8 @@ class TrainSection(_Section):
     padding: str = Field("dynamic", pattern="^(dynamic|max_length)$")
     num_threads: int = Field(0, ge=0, description="torch threads; 0 = all cores")
     onnx_export: bool = Field(True, description="log the ONNX (fp32 + int8) export the server runs with the version")
+    calibrate_long_texts: bool = Field(True, description="choose aggregation and long_threshold on validation long "
+                                                         "texts (else keep the given ones)")
 
 
 class GateSection(_Section):

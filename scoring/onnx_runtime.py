@@ -25,14 +25,17 @@ from scoring.identity import resolve_version
 from scoring.labels import POSITIVE
 from scoring.model_files import load_components, load_tokenizer_and_scoring
 from scoring.onnx_convert import FILES, ONNX_DIR, export_onnx, quantize_int8
-from scoring.scorer import Scorer
+from scoring.scorer import Scorer, logit_margin
 from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
 
 # Dynamic int8 quantizes activations with one scale per input tensor, so a window's answer would depend on what it
 # is batched with (on the default run's model: 28 of 1,275 test labels flipped between batches of 64 and one text at
-# a time, mean |ΔP| 0.02). The int8 scorer therefore runs one window per call: a text's answer never depends on other
-# traffic (micro-batching still shares tokenization and the thread hop). fp32 gives equal answers in any batch.
-INT8_BATCH_SIZE = 1
+# a time, mean |ΔP| 0.02). The int8 scorer therefore never puts windows of two texts in one call: with
+# INT8_CALLS=text (the default) all windows of one text go in one call, so a text's answer depends on that text
+# alone, never on other traffic; INT8_CALLS=window runs one window per call (the scorer before per-text calls).
+# A text of one window is one call either way. fp32 gives equal answers in any batch and runs batched.
+INT8_CALLS_ENV = "INT8_CALLS"
+INT8_CALLS = ("text", "window")
 THREADS_ENV = "ONNX_THREADS"  # intra-op threads of ONNX Runtime sessions; 0 / unset = ONNX Runtime's default
 
 
@@ -60,12 +63,14 @@ def make_session(path: str | Path, threads: int | None = None) -> ort.InferenceS
 class OnnxScorer(Scorer):
     """:class:`Scorer` with the forward pass in ONNX Runtime (numpy in, numpy out)."""
 
-    def __init__(self, session: ort.InferenceSession, tokenizer: Any, scoring: ScoringConfig, batch_size: int = 64):
+    def __init__(self, session: ort.InferenceSession, tokenizer: Any, scoring: ScoringConfig, batch_size: int = 64,
+                 per_text: bool = False):
         self.model = None
         self.session = session
         self.tokenizer = tokenizer
         self.scoring = scoring
         self.batch_size = batch_size
+        self.per_text = per_text  # one call per text (its windows only) instead of length-sorted batches
         self.input_names = [i.name for i in session.get_inputs()]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pad_left = getattr(tokenizer, "padding_side", "right") == "left"
@@ -85,16 +90,30 @@ class OnnxScorer(Scorer):
     def logits(self, windows: Sequence[Sequence[int]]) -> np.ndarray:
         return self.session.run(["logits"], self.feeds(windows))[0]
 
-    def window_probabilities(self, ids: list[list[int]]) -> np.ndarray:
-        """P(positive) per window, batched by similar length (dynamic padding), as in :class:`Scorer`."""
-        out = np.empty(len(ids), dtype=np.float64)
-        order = np.argsort([len(x) for x in ids], kind="stable")
-        for start in range(0, len(order), self.batch_size):
-            batch = order[start : start + self.batch_size]
+    def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """P(positive) and logit margin per window: with ``per_text``, one call per text (``owner``: the text of
+        each window; without it, one call per window), else batched by similar length as in :class:`Scorer`."""
+        probs, margins = np.empty(len(ids), dtype=np.float64), np.empty(len(ids), dtype=np.float64)
+        if self.per_text:  # a text's windows are consecutive
+            owner = np.arange(len(ids)) if owner is None else owner
+            calls = np.split(np.arange(len(ids)), np.flatnonzero(np.diff(owner)) + 1)
+        else:
+            order = np.argsort([len(x) for x in ids], kind="stable")
+            calls = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
+        for batch in calls:
             logits = self.logits([ids[i] for i in batch]).astype(np.float32)
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
-            out[batch] = (shifted / shifted.sum(axis=-1, keepdims=True))[:, POSITIVE]
-        return out
+            probs[batch] = (shifted / shifted.sum(axis=-1, keepdims=True))[:, POSITIVE]
+            margins[batch] = logit_margin(logits)
+        return probs, margins
+
+
+def int8_calls_setting(value: str | None = None) -> str:
+    """``value``, else ``$INT8_CALLS``, else ``text``; a ValueError for anything but ``text`` / ``window``."""
+    value = (value or os.environ.get(INT8_CALLS_ENV, "") or "text").strip().lower()
+    if value not in INT8_CALLS:
+        raise ValueError(f"{INT8_CALLS_ENV}={value!r}: choose from {', '.join(INT8_CALLS)}")
+    return value
 
 
 def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | None = None,
@@ -103,17 +122,23 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
 
     Uses ``onnx/`` inside a local model folder, else the files logged with the registered version
     (``onnx.*`` tags); otherwise converts (and quantizes) the PyTorch model in a temporary folder first.
+    int8 calls hold the windows of one text (``$INT8_CALLS``, see :data:`INT8_CALLS`).
     """
     tokenizer, scoring = load_tokenizer_and_scoring(model_uri, **scoring_overrides)
-    batch_size = INT8_BATCH_SIZE if quantized else 64
+    calls = int8_calls_setting() if quantized else ""
+    batch_size, per_text = (1 if calls == "window" else 64), calls == "text"
+
+    def scorer(session: ort.InferenceSession) -> OnnxScorer:
+        return OnnxScorer(session, tokenizer, scoring, batch_size, per_text)
+
     in_folder = Path(model_uri) / ONNX_DIR / FILES[quantized]  # an exported model folder that carries its ONNX
     if in_folder.is_file():
-        return OnnxScorer(make_session(in_folder, threads), tokenizer, scoring, batch_size)
+        return scorer(make_session(in_folder, threads))
     mv = resolve_version(model_uri)
     logged_run = mv.tags.get(ONNX_RUN_ID) if mv is not None else None
     if logged_run:
         path = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{logged_run}/{mv.tags[ONNX_PATHS[quantized]]}")
-        return OnnxScorer(make_session(path, threads), tokenizer, scoring, batch_size)
+        return scorer(make_session(path, threads))
     where = f"{mv.name} v{mv.version}" if mv is not None else model_uri
     print(f"no ONNX export logged with {where}: exporting it now "
           f"(log one with: python -m pipelines export-onnx --model-uri {model_uri})", file=sys.stderr)
@@ -123,4 +148,4 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
         if quantized:
             path = quantize_int8(path, Path(tmp) / FILES[True])
         session = make_session(path, threads)  # the session holds the model; the files can go
-    return OnnxScorer(session, tokenizer, scoring, batch_size)
+    return scorer(session)

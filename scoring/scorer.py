@@ -8,11 +8,13 @@ classifier bias at training time) and the long-text strategy:
 * ``head_tail``: the first quarter and the last three quarters of the window
   (endings of reviews carry the verdict);
 * ``sliding_window``: windows of ``max_length`` tokens overlapping by
-  ``window_stride`` tokens (at most ``max_windows``, evenly spread), whose
-  positive-class probabilities are averaged, weighted by window length.
+  ``window_stride`` tokens (at most ``max_windows``, evenly spread), made into one
+  P(positive) by :func:`aggregate` (``aggregation``, then ``long_threshold``).
 
-The strategy and its settings are a :class:`~scoring.config.ScoringConfig`, saved in
-the model's config so the logged model carries them.
+A text of one window gets that window's P(positive) unchanged (its threshold is folded
+into the classifier bias); only texts of several windows are aggregated. The strategy
+and its settings are a :class:`~scoring.config.ScoringConfig`, saved in the model's
+config so the logged model carries them.
 """
 
 from __future__ import annotations
@@ -64,30 +66,76 @@ class Scorer:
 
     # -- scoring -------------------------------------------------------------------------
     @torch.inference_mode()
-    def window_probabilities(self, ids: list[list[int]]) -> np.ndarray:
-        """P(positive) per window, batched by similar length (dynamic padding)."""
-        out = np.empty(len(ids), dtype=np.float64)
+    def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """P(positive) and the logit margin z1 - z0 per window, batched by similar length (dynamic padding).
+
+        ``owner`` (the text of each window) is for runtimes whose calls must not mix texts (int8).
+        """
+        probs, margins = np.empty(len(ids), dtype=np.float64), np.empty(len(ids), dtype=np.float64)
         order = np.argsort([len(x) for x in ids], kind="stable")
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
             logits = self.model(**enc).logits.float()
-            out[batch] = torch.softmax(logits, dim=-1)[:, POSITIVE].numpy()
-        return out
+            probs[batch] = torch.softmax(logits, dim=-1)[:, POSITIVE].numpy()
+            margins[batch] = logit_margin(logits.numpy())
+        return probs, margins
+
+    def window_probabilities(self, ids: list[list[int]]) -> np.ndarray:
+        """P(positive) per window."""
+        return self.window_logits(ids)[0]
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """P(positive) per text."""
         if len(texts) == 0:
             return np.empty(0)
         ids, owner = self.windows(texts)
-        probs = self.window_probabilities(ids)
-        weights = np.array([len(x) for x in ids], dtype=np.float64)
-        total = np.bincount(owner, weights=probs * weights, minlength=len(texts))
-        return total / np.bincount(owner, weights=weights, minlength=len(texts))
+        probs, margins = self.window_logits(ids, owner)
+        lengths = np.array([len(x) for x in ids], dtype=np.float64)
+        return aggregate(probs, margins, owner, lengths, len(texts), self.scoring)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """``[{"sentiment": "Positive"|"Negative", "confidence": p}]`` per text."""
         return [label_and_confidence(p) for p in self.predict_proba(texts)]
+
+
+def logit_margin(logits: np.ndarray) -> np.ndarray:
+    """z_positive - z_negative per row: the log-odds of P(positive)."""
+    return logits[:, POSITIVE].astype(np.float64) - logits[:, 1 - POSITIVE].astype(np.float64)
+
+
+def aggregate(probs: np.ndarray, margins: np.ndarray, owner: np.ndarray, lengths: np.ndarray, n_texts: int,
+              scoring: ScoringConfig) -> np.ndarray:
+    """One P(positive) per text from its windows' P(positive) (``probs``) and logit margins.
+
+    A text of one window keeps that window's P(positive). A text of several gets the mean chosen by
+    ``scoring.aggregation`` (``scoring.config.AGGREGATIONS``), then ``long_threshold`` is folded in (the
+    log-odds shifted by logit(threshold)), so P >= 0.5 means Positive for every text. The defaults
+    (``prob_length``, 0.5) are what every version before these settings was scored with.
+    """
+    length_mean = np.bincount(owner, weights=probs * lengths, minlength=n_texts) / np.bincount(
+        owner, weights=lengths, minlength=n_texts)
+    multi = np.bincount(owner, minlength=n_texts) > 1
+    how, threshold = scoring.aggregation, scoring.long_threshold
+    if not multi.any() or (how == "prob_length" and threshold == 0.5):
+        return length_mean
+    first = np.r_[True, owner[1:] != owner[:-1]]  # windows of a text are consecutive, in text order
+    last = np.r_[owner[1:] != owner[:-1], True]
+    weights = {
+        "length": lengths, "": np.ones_like(lengths), "ends": lengths * (1.0 + first + last),
+        "confidence": lengths * (np.abs(margins) + 1e-6),
+    }[how.partition("_")[2]]
+    values = margins if how.startswith("logit") else probs
+    mean = np.bincount(owner, weights=values * weights, minlength=n_texts) / np.bincount(
+        owner, weights=weights, minlength=n_texts)
+    log_odds = mean if how.startswith("logit") else _log_odds(mean)
+    shifted = 1.0 / (1.0 + np.exp(-(log_odds - _log_odds(np.float64(threshold)))))
+    return np.where(multi, shifted, length_mean)
+
+
+def _log_odds(p: np.ndarray) -> np.ndarray:
+    p = np.clip(p, 1e-12, 1 - 1e-12)
+    return np.log(p) - np.log1p(-p)
 
 
 def special_affixes(tokenizer: Any) -> tuple[list[int], list[int]]:

@@ -103,7 +103,12 @@ def test_works_across_event_loops(window_ms: float) -> None:
         np.testing.assert_allclose(probs, [0.03])
 
 
-def test_app_with_micro_batching_answers_concurrent_requests_like_the_batch_endpoint(learned_store, tmp_path) -> None:
+@pytest.mark.parametrize("scoring", [{}, {"window_stride": 0, "max_windows": 8, "aggregation": "logit_confidence",
+                                           "long_threshold": 0.45}], ids=["as-saved", "calibrated"])
+def test_app_with_micro_batching_answers_concurrent_requests_like_the_batch_endpoint(
+        learned_store, tmp_path, rt_frame, scoring) -> None:
+    """Short sentences and long reviews (several windows, int8 scored one call per text): a text's answer is the
+    same alone, amid concurrent requests (micro-batched) and in a batch request."""
     from concurrent.futures import ThreadPoolExecutor
 
     from fastapi.testclient import TestClient
@@ -112,16 +117,19 @@ def test_app_with_micro_batching_answers_concurrent_requests_like_the_batch_endp
     from app.settings import Settings
 
     settings = Settings(model_uri=learned_store.model_uri, tracking_uri=learned_store.tracking_uri,
-                        reload_interval_s=0, micro_batch_ms=5, torch_threads=1, inference_db=str(tmp_path / "log.db"))
+                        reload_interval_s=0, micro_batch_ms=5, torch_threads=1, inference_db=str(tmp_path / "log.db"),
+                        **scoring)
     app = create_app(settings)
     texts = [f"{adjective} film, {n} stars" for n in range(4) for adjective in ("A wonderful", "A dreadful",
                                                                                "An uneven", "A dull, lifeless")]
+    texts += [" ".join(rt_frame["text"].iloc[i : i + 4 + i % 9]) for i in range(0, 800, 100)]  # 2 to 6 windows
     with TestClient(app) as client:
+        alone = [client.post("/predict", json={"text": t}).json() for t in texts]
         with ThreadPoolExecutor(8) as pool:
             singles = list(pool.map(lambda t: client.post("/predict", json={"text": t}), texts))
         batch = client.post("/predict/batch", json={"texts": texts}).json()["predictions"]
     assert all(r.status_code == 200 for r in singles)
-    for single, expected in zip((r.json() for r in singles), batch, strict=True):
-        assert single["sentiment"] == expected["sentiment"]
-        assert abs(single["confidence"] - expected["confidence"]) < 1e-4
-    assert app.state.batcher.batches < len(texts) + 1  # some requests shared a model call
+    for one, single, expected in zip(alone, (r.json() for r in singles), batch, strict=True):
+        assert single["sentiment"] == expected["sentiment"] == one["sentiment"]
+        assert single["confidence"] == expected["confidence"] == one["confidence"]
+    assert app.state.batcher.batches < 2 * len(texts) + 2  # some requests shared a model call

@@ -18,6 +18,7 @@ from pipelines.config import build_config
 from pipelines.flow.runner import NOTEBOOKS_DIR, StepFailed, run_pipeline
 from pipelines.flow.steps import FLOWS
 from pipelines.registry import promotion, rule, versions
+from scoring.config import AGGREGATIONS
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,6 +46,7 @@ def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
     assert prod is not None and str(prod.version) == str(result.steps["train"]["model_version"]) == "1"
     assert prod.tags["promotion.decision"] == "promoted" and prod.tags["data_digest"]
     assert prod.tags["git_commit"] and prod.tags["run_id"]
+    assert prod.tags["aggregation"] in AGGREGATIONS and 0 < float(prod.tags["long_threshold"]) < 1  # the scoring
 
     client = MlflowClient()
     parent = client.get_run(result.parent_run_id)

@@ -33,6 +33,7 @@ import numpy as np
 import pandas as pd
 
 from pipelines.evaluate.baselines import fit_tfidf_logreg
+from pipelines.evaluate.long_texts import paragraphs
 from pipelines.evaluate.metrics import classification_metrics, majority_baseline
 from scoring.tracking import state_dir
 
@@ -105,6 +106,17 @@ def evaluate(scorer, train: pd.DataFrame, sets: dict[str, pd.DataFrame], seed: i
             rows.append({"set": name, "texts": len(frame), "positive_share": float(np.mean(y)), "model": model,
                          **metrics})
     return pd.DataFrame(rows)
+
+
+def cached_paragraphs(sentences: tuple[int, int] = (4, 10)) -> dict[str, pd.DataFrame]:
+    """Each set's sentences joined into paragraphs of one label (``heldout <set>``), if the archive is cached.
+
+    Never downloads: empty without ``make heldout`` (or ``python -m pipelines heldout``) run once before.
+    """
+    if not cache_path().is_file():
+        return {}
+    archive = fetch()
+    return {f"{TAG} {name}": paragraphs(load_set(archive, name), sentences) for name in SETS}
 
 
 def tags_for(table: pd.DataFrame, backend: str) -> dict[str, str]:

@@ -3,8 +3,12 @@
 The embedded Rotten Tomatoes snippets are short (~25 tokens), so a model trained
 on them never meets a long review.  A *proxy* joins several snippets of the same
 movie and the same label (fresh/rotten) into one long text, as a critic's full
-review would read.  Only snippets of the **test** split are used, so no proxy
-holds a text the model trained or early-stopped on.
+review would read; a *review proxy* adds the movie's plot summary (the corpus's
+``plot`` rows, never in any split) at a random place among them, as full reviews
+retell the story between verdicts. Proxies of the **test** split report; those of
+the **validation** split choose how long texts are scored (:mod:`pipelines.evaluate.aggregation`),
+so no proxy that reports holds a text the model trained, early-stopped or was calibrated on.
+Held-out sentences joined into paragraphs (:func:`paragraphs`) are the other long texts reported.
 """
 
 from __future__ import annotations
@@ -32,18 +36,29 @@ def movie_names(path: Any = None) -> pd.DataFrame:
     return out.drop_duplicates("text")
 
 
+def plot_summaries(path: Any = None) -> pd.Series:
+    """``movie_name`` → the embedded plot summary (first one of a movie); no split holds them."""
+    raw = pd.read_csv(path or rotten_tomatoes_csv())
+    plots = raw[(raw["category"] == "plot") & raw["text"].notna()]
+    return plots.drop_duplicates("movie_name").set_index("movie_name")["text"].astype(str).str.strip()
+
+
 def build_long_proxies(
-    test: pd.DataFrame, n: int = 150, min_snippets: int = 3, max_snippets: int = 12, seed: int = 42
+    test: pd.DataFrame, n: int = 150, min_snippets: int = 3, max_snippets: int = 12, seed: int = 42,
+    with_plot: bool = False,
 ) -> pd.DataFrame:
     """Up to ``n`` long texts, each the test snippets of one (movie, label) joined in a random order.
 
     The groups with the most snippets come first (ties in a seeded random order).
-    Returns ``text``, ``label``, ``movie_name``, ``n_snippets``; empty when the test
+    ``with_plot``: only movies with a plot summary, which is put between two snippets (or first or last) at
+    a seeded random place. Returns ``text``, ``label``, ``movie_name``, ``n_snippets``; empty when the test
     texts are not Rotten Tomatoes snippets.
     """
     columns = ["text", "label", "movie_name", "n_snippets"]
     joined = test[["text", "label"]].merge(movie_names(), on="text", how="inner")
-    groups = [g for _, g in joined.groupby(["movie_name", "label"], sort=True) if len(g) >= min_snippets]
+    plots = plot_summaries() if with_plot else None
+    groups = [g for (movie, _), g in joined.groupby(["movie_name", "label"], sort=True)
+              if len(g) >= min_snippets and (plots is None or movie in plots.index)]
     if not groups:
         return pd.DataFrame(columns=columns)
     rng = np.random.default_rng(seed)
@@ -52,13 +67,43 @@ def build_long_proxies(
     rows = []
     for i in order:
         group = groups[i].sample(frac=1.0, random_state=seed).head(max_snippets)
+        parts = group["text"].tolist()
+        if plots is not None:
+            parts.insert(int(rng.integers(0, len(parts) + 1)), plots[group["movie_name"].iloc[0]])
         rows.append({
-            "text": " ".join(group["text"]),
+            "text": " ".join(parts),
             "label": int(group["label"].iloc[0]),
             "movie_name": group["movie_name"].iloc[0],
             "n_snippets": len(group),
         })
     return pd.DataFrame(rows, columns=columns).sample(frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def paragraphs(frame: pd.DataFrame, sentences: tuple[int, int] = (4, 10), seed: int = 42) -> pd.DataFrame:
+    """Sentences of one label joined into paragraphs of ``sentences`` (min, max) sentences, in a seeded order.
+
+    For held-out sentence sets (:mod:`pipelines.evaluate.heldout`): ``text``, ``label``, ``n_sentences``.
+    """
+    rng = np.random.default_rng(seed)
+    rows = []
+    for label, group in frame.groupby("label", sort=True):
+        texts = group["text"].to_numpy()[rng.permutation(len(group))]
+        start = 0
+        while start < len(texts):
+            size = int(rng.integers(sentences[0], sentences[1] + 1))
+            part = texts[start : start + size]
+            start += size
+            if len(part) >= sentences[0]:
+                rows.append({"text": " ".join(part), "label": int(label), "n_sentences": len(part)})
+    return pd.DataFrame(rows, columns=["text", "label", "n_sentences"]).sample(
+        frac=1.0, random_state=seed).reset_index(drop=True)
+
+
+def long_sets(frame: pd.DataFrame, n: int = 150, seed: int = 42) -> dict[str, pd.DataFrame]:
+    """A split's long texts: ``proxies`` (snippets) and ``reviews`` (snippets and the plot), the empty left out."""
+    sets = {"proxies": build_long_proxies(frame, n=n, seed=seed),
+            "reviews": build_long_proxies(frame, n=n, seed=seed, with_plot=True)}
+    return {name: texts for name, texts in sets.items() if not texts.empty}
 
 
 def strategy_scorers(model: Any, tokenizer: Any, strategies: Sequence[str] = STRATEGIES) -> dict[str, Scorer]:

@@ -68,6 +68,8 @@ def log_and_register(result: TrainResult, splits: Splits, registered_model_name:
             "threshold": f"{result.threshold:.2f}",
             "max_length": str(max_length),
             "long_text_strategy": result.scoring.long_text_strategy,
+            "aggregation": result.scoring.aggregation,
+            "long_threshold": f"{result.scoring.long_threshold:.2f}",
             "best_epoch": str(result.best_epoch),
             "weights": result.weights,
         },

@@ -26,7 +26,7 @@ from pipelines.registry import versions
 from scoring.identity import model_uri, resolve_version
 from scoring.model_files import load_components
 from scoring.onnx_convert import FILES, ONNX_DIR, OPSET, export_onnx, forward_input_names, quantize_int8
-from scoring.onnx_runtime import INT8_BATCH_SIZE, OnnxScorer, make_session
+from scoring.onnx_runtime import OnnxScorer, make_session
 from scoring.scorer import Scorer
 from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
 
@@ -42,10 +42,13 @@ CHECK_TEXTS = (
 
 
 def max_abs_diff(model: Any, tokenizer: Any, session: ort.InferenceSession, texts: Sequence[str] = CHECK_TEXTS,
-                 batch_size: int = 64) -> dict[str, float]:
-    """Largest |torch − ONNX| difference of logits and of P(positive) on ``texts`` (windows included)."""
+                 per_text: bool = False) -> dict[str, float]:
+    """Largest |torch − ONNX| difference of logits and of P(positive) on ``texts`` (windows included).
+
+    ``per_text``: score P(positive) with one call per text, as the int8 runtime serves.
+    """
     torch_scorer = Scorer(model, tokenizer)
-    onnx_scorer = OnnxScorer(session, tokenizer, torch_scorer.scoring, batch_size)
+    onnx_scorer = OnnxScorer(session, tokenizer, torch_scorer.scoring, per_text=per_text)
     ids, _ = torch_scorer.windows(texts)
     with torch.inference_mode():
         expected = model(**tokenizer.pad({"input_ids": ids}, return_tensors="pt")).logits.numpy()
@@ -64,7 +67,7 @@ def export_model_files(uri: str, folder: str | Path, opset: int = OPSET) -> dict
     return {
         "fp32": fp32, "int8": int8, "inputs": ",".join(forward_input_names(model, tokenizer)),
         "diff_fp32": max_abs_diff(model, tokenizer, make_session(fp32)),
-        "diff_int8": max_abs_diff(model, tokenizer, make_session(int8), batch_size=INT8_BATCH_SIZE),
+        "diff_int8": max_abs_diff(model, tokenizer, make_session(int8), per_text=True),
     }
 
 

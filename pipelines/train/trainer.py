@@ -2,8 +2,9 @@
 
 A plain PyTorch loop (clearer than ``Trainer`` for what we need): length-grouped
 batches with dynamic padding, AdamW with linear warm-up/decay, gradient
-clipping, early stopping on the validation split, and a decision threshold
-chosen on validation and folded into the classifier bias.
+clipping, early stopping on the validation split, a decision threshold
+chosen on validation and folded into the classifier bias, and how long texts'
+windows are aggregated chosen on validation long texts (:mod:`pipelines.evaluate.aggregation`).
 """
 
 from __future__ import annotations
@@ -25,6 +26,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_
 from pipelines.config import TrainSection
 from pipelines.data.embedded import resolve_model_name
 from pipelines.data.split import Splits
+from pipelines.evaluate import aggregation, long_texts
 from pipelines.evaluate.metrics import best_threshold, classification_metrics
 from scoring.config import ScoringConfig, save_scoring_config
 from scoring.labels import LABEL_NAMES, POSITIVE
@@ -47,6 +49,7 @@ class TrainResult:
     validation_metrics: dict[str, float] = field(default_factory=dict)
     train_seconds: float = 0.0
     steps: int = 0
+    long_calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # the aggregations tried on validation
 
     def scorer(self) -> Scorer:
         return Scorer(self.model, self.tokenizer, self.scoring)
@@ -211,6 +214,9 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     if args.tune_threshold:
         threshold = best_threshold(splits.validation["label"].to_numpy(), val_probs, metric)
         fold_threshold(model, threshold)
+    long_calibration = pd.DataFrame()
+    if args.calibrate_long_texts:
+        scoring, long_calibration = calibrate_long_texts(Scorer(model, tokenizer, scoring), splits.validation)
     save_scoring_config(model, scoring, threshold=threshold, base_model=args.model_name)
     final_val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
     val_metrics = classification_metrics(splits.validation["label"].to_numpy(), final_val_probs)
@@ -225,7 +231,25 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
         validation_metrics=val_metrics,
         train_seconds=time.perf_counter() - started,
         steps=step,
+        long_calibration=long_calibration,
     )
+
+
+def calibrate_long_texts(scorer: Scorer, validation: pd.DataFrame) -> tuple[ScoringConfig, pd.DataFrame]:
+    """The aggregation and long-text threshold chosen on the validation split's long texts (proxies and reviews).
+
+    Returns the scorer's settings unchanged (and an empty table) when the validation texts make no long texts.
+    """
+    sets = long_texts.long_sets(validation, n=len(validation))
+    if not sets:
+        print("no validation long texts (not Rotten Tomatoes snippets): long texts keep the default aggregation")
+        return scorer.scoring, pd.DataFrame()
+    texts = pd.concat(sets.values(), ignore_index=True)
+    scoring, table = aggregation.calibrate(scorer, texts["text"].tolist(), texts["label"].to_numpy())
+    if not table.empty:
+        print(f"long texts: aggregation {scoring.aggregation}, threshold {scoring.long_threshold:.2f} "
+              f"(chosen on {int(table['texts'].iloc[0])} validation long texts)")
+    return scoring, table
 
 
 def _score(val: dict[str, float], metric: str) -> float:

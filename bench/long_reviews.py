@@ -1,0 +1,154 @@
+"""Full-length reviews under load: today's long-text scoring vs the levers of issue 16, side by side.
+
+The pool: the test split's review proxies (a critic's snippets of one movie and label with the
+movie's plot summary; median ≈ 220 tokens, like real full-length reviews). One app server per
+variant (same registered model, ``BACKEND=onnx-int8``, micro-batching on), all running at once and
+driven in turn (rounds alternating) by 1 and 8 closed-loop clients, each client sending the pool in
+its own order (the same for every server). Next to the speed, each variant's long-text accuracy
+in-process with the same int8 runtime: on the validation long texts, where its aggregation and
+long-text threshold are chosen by the train step's rule, and on the test long texts.
+
+    python -m bench.long_reviews       # BENCH_QUICK=1: one short round
+"""
+
+from __future__ import annotations
+
+import asyncio
+import copy
+import signal
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from bench import common, serving
+
+# today = the scorer before issue 16: int8 one window per call, windows overlapping by 16, up to 16 of them,
+# mean probability, threshold 0.5 (explicit, so the variant does not depend on what the model saved)
+TODAY = {"INT8_CALLS": "window", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16", "AGGREGATION": "prob_length",
+         "LONG_THRESHOLD": "0.5"}
+VARIANTS: dict[str, dict[str, str]] = {
+    "today": TODAY,
+    "per-text": {"INT8_CALLS": "text", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16"},
+    "no-overlap": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "16"},
+    "defaults": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8"},  # scoring.config's new defaults
+    "max4": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "4"},
+    "truncate": {"LONG_TEXT_STRATEGY": "truncate", "INT8_CALLS": "text"},  # one window: the floor, not a candidate
+}
+CONCURRENCY = (1, 8)
+SCORING_ENV = {"WINDOW_STRIDE": "window_stride", "MAX_WINDOWS": "max_windows",
+               "LONG_TEXT_STRATEGY": "long_text_strategy"}
+
+
+def variant_scorer(base: Any, env: dict[str, str]) -> Any:
+    """The int8 scorer ``base`` (shared session) as the variant's server scores: calls and windows."""
+    scorer = copy.copy(base)
+    scorer.per_text = env.get("INT8_CALLS", "text") == "text"
+    scorer.batch_size = 64 if scorer.per_text else 1
+    update = {field: (value if field == "long_text_strategy" else int(value))
+              for key, field in SCORING_ENV.items() if (value := env.get(key)) is not None}
+    scorer.scoring = base.scoring.model_copy(update=update)
+    return scorer
+
+
+def accuracy_table(base: Any, validation: pd.DataFrame, test: pd.DataFrame) -> tuple[list[dict[str, Any]],
+                                                                                      dict[str, dict[str, str]]]:
+    """Per variant: aggregation and threshold chosen on validation (today's kept as they were), long-text
+    metrics on validation and test, windows per text; and the server settings that apply the choice."""
+    from pipelines.evaluate.aggregation import calibrate
+    from pipelines.evaluate.metrics import classification_metrics
+
+    rows, envs = [], {}
+    for name, env in VARIANTS.items():
+        scorer = variant_scorer(base, env)
+        if name != "today" and scorer.scoring.long_text_strategy == "sliding_window":
+            # what the train step would save (it chooses with PyTorch; here with the served runtime)
+            scorer.scoring, _ = calibrate(scorer, validation["text"].tolist(), validation["label"].to_numpy())
+        envs[name] = {**env, "AGGREGATION": scorer.scoring.aggregation,
+                      "LONG_THRESHOLD": str(scorer.scoring.long_threshold)}
+        row: dict[str, Any] = {"variant": name, "aggregation": scorer.scoring.aggregation,
+                               "long_threshold": scorer.scoring.long_threshold}
+        for split, frame in (("val", validation), ("test", test)):
+            texts = frame["text"].tolist()
+            metrics = classification_metrics(frame["label"].to_numpy(), scorer.predict_proba(texts))
+            row.update({f"{split}_{k}": metrics[k] for k in ("accuracy", "precision", "recall", "roc_auc")})
+            row[f"{split}_windows_per_text"] = len(scorer.windows(texts)[0]) / len(texts)
+        rows.append(row)
+    return rows, envs
+
+
+def long_texts_of(frame: pd.DataFrame) -> pd.DataFrame:
+    """A split's long proxies and review proxies, all of them."""
+    from pipelines.evaluate.long_texts import long_sets
+
+    return pd.concat(long_sets(frame, n=len(frame)).values(), ignore_index=True)
+
+
+async def load_tests(servers: list[serving.Server], pool: list[str], rounds: int, seconds: float) -> list[dict]:
+    for server in servers:
+        await serving.load(server, pool, 2, serving.WARMUP_SECONDS)
+    raw: dict[tuple[str, int], dict[str, Any]] = {}
+    for conc in CONCURRENCY:
+        for rnd, name in common.interleaved([s.name for s in servers], rounds):
+            server = next(s for s in servers if s.name == name)
+            got = await serving.load(server, pool, conc, seconds)
+            cell = raw.setdefault((name, conc), {"latencies": [], "errors": 0, "seconds": 0.0})
+            for key in cell:
+                cell[key] += got[key]
+            print(f"  round {rnd + 1} {name:12s} c={conc}: {len(got['latencies'])} ok, {got['errors']} errors, "
+                  f"load {common.loadavg()[0]}", flush=True)
+    return [{"server": name, "clients": conc, "rps": len(c["latencies"]) / c["seconds"],
+             **common.latency_stats(c["latencies"]), "errors": c["errors"]} for (name, conc), c in raw.items()]
+
+
+def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Per variant at 8 clients: req/s and p99 relative to ``today`` (goals: ≥ 3× and ≤ 1/3)."""
+    at8 = {r["server"]: r for r in rows if r["clients"] == 8}
+    today = at8["today"]
+    return [{"server": name, "rps_x_today": r["rps"] / today["rps"], "p50_x_today": r["p50_ms"] / today["p50_ms"],
+             "p99_x_today": r["p99_ms"] / today["p99_ms"]} for name, r in at8.items()]
+
+
+def main() -> None:
+    from pipelines.config import build_config
+    from pipelines.data.split import load_splits
+    from pipelines.evaluate.long_texts import long_sets, token_lengths
+    from scoring.runtimes import load_scorer
+
+    started, load_start, uri, info = common.start_serving_benchmark()
+    splits = load_splits(build_config({}).data)
+    validation, test = long_texts_of(splits.validation), long_texts_of(splits.test)
+    base = load_scorer(common.MODEL_URI, "onnx-int8")
+    accuracy, envs = accuracy_table(base, validation, test)
+    pool = long_sets(splits.test, n=len(splits.test))["reviews"]["text"].tolist()
+    tokens = token_lengths(base.tokenizer, pool)
+    rounds, seconds = (1, 3.0) if common.QUICK else (2, 8.0)
+    log_dir = Path(tempfile.mkdtemp(prefix="bench-long-"))
+    servers = serving.make_servers(list(envs), uri, log_dir, envs)
+    print(f"starting {', '.join(envs)} (logs in {log_dir}); pool of {len(pool)} reviews, median "
+          f"{np.median(tokens):.0f} tokens", flush=True)
+    signal.signal(signal.SIGTERM, serving._exit_on_sigterm)
+    try:
+        for server in servers:
+            server.start()
+        serving.wait_ready(servers)
+        rows = asyncio.run(load_tests(servers, pool, rounds, seconds))
+    finally:
+        for server in servers:
+            server.stop()
+    print(common.table(rows, ["server", "clients", "rps", "p50_ms", "p95_ms", "p99_ms", "n", "errors"], 1))
+    print(common.table(ratios(rows), digits=2))
+    print(common.table(accuracy, digits=3))
+    common.write_results("long_reviews", {
+        "model_version": info["version"], "variants": envs, "rounds": rounds, "seconds_per_round": seconds,
+        "pool": {"texts": len(pool), "median_tokens": float(np.median(tokens)),
+                 "p95_tokens": float(np.percentile(tokens, 95)), "max_tokens": int(tokens.max())},
+        "long_texts": {"validation": len(validation), "test": len(test)},
+        "rows": rows, "ratios": ratios(rows), "accuracy": accuracy,
+    }, started, load_start)
+
+
+if __name__ == "__main__":
+    main()

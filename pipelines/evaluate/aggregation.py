@@ -1,0 +1,133 @@
+"""Choosing how a long text's windows make one answer, on validation long texts.
+
+A long text is scored as several windows; :func:`scoring.scorer.aggregate` turns them into one
+P(positive) by an ``aggregation`` (``scoring.config.AGGREGATIONS``) and a ``long_threshold``. Both
+are chosen here on *validation* long texts (:func:`pipelines.evaluate.long_texts.long_sets` of the
+validation split) and saved in the model's scoring config by the train step; test texts only report.
+
+The rule (:func:`choose`): for each aggregation, the threshold on a grid of [0.2, 0.8] with the best
+accuracy among those where precision and recall of the positive class differ by at most ``tolerance``
+(the closest to balance if none does; ties nearest 0.5); then the aggregation with the best accuracy
+at its threshold (ties: ROC-AUC, then the order of ``AGGREGATIONS``, today's first).
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+import pandas as pd
+
+from pipelines.evaluate.metrics import classification_metrics
+from scoring.config import AGGREGATIONS, LEGACY, ScoringConfig
+from scoring.scorer import aggregate
+
+GRID = np.round(np.arange(0.2, 0.801, 0.01), 2)
+TOLERANCE = 0.05  # |precision - recall| counted as balanced
+MIN_TEXTS = 20  # fewer validation long texts (or one class only): the settings are kept as they are
+
+
+@dataclass(frozen=True)
+class Windows:
+    """Per-window outputs of a scorer on some texts: what every aggregation is computed from."""
+
+    probs: np.ndarray
+    margins: np.ndarray
+    owner: np.ndarray
+    lengths: np.ndarray
+    n_texts: int
+
+    def scores(self, scoring: ScoringConfig) -> np.ndarray:
+        """P(positive) per text under ``scoring``'s aggregation and long-text threshold."""
+        return aggregate(self.probs, self.margins, self.owner, self.lengths, self.n_texts, scoring)
+
+
+def window_outputs(scorer, texts: Sequence[str]) -> Windows:
+    """Score ``texts`` once, window by window (any runtime's scorer)."""
+    ids, owner = scorer.windows(list(texts))
+    probs, margins = scorer.window_logits(ids, owner)
+    return Windows(probs, margins, owner, np.array([len(x) for x in ids], dtype=np.float64), len(texts))
+
+
+def balanced_threshold(y: np.ndarray, p: np.ndarray, tolerance: float = TOLERANCE) -> float:
+    """The grid threshold with the best accuracy among the balanced ones (see the module's rule)."""
+    rows = [(t, classification_metrics(y, p, t)) for t in GRID]
+    gaps = np.array([abs(m["precision"] - m["recall"]) for _, m in rows])
+    ok = gaps <= tolerance if (gaps <= tolerance).any() else gaps <= gaps.min() + 1e-12
+    accuracy = np.array([m["accuracy"] for _, m in rows])
+    best = np.flatnonzero(ok & (accuracy >= accuracy[ok].max() - 1e-12))
+    return float(GRID[best[np.argmin(np.abs(GRID[best] - 0.5))]])
+
+
+def candidates(windows: Windows, y: np.ndarray, base: ScoringConfig,
+               aggregations: Sequence[str] = AGGREGATIONS) -> pd.DataFrame:
+    """Per aggregation: its balanced threshold and the metrics there, and today's (threshold 0.5) accuracy."""
+    rows = {}
+    for how in aggregations:
+        p = windows.scores(base.model_copy(update={"aggregation": how, "long_threshold": 0.5}))
+        threshold = balanced_threshold(y, p)
+        # the aggregate at threshold t, as served: scores with the threshold folded in, decided at 0.5
+        served = windows.scores(base.model_copy(update={"aggregation": how, "long_threshold": threshold}))
+        rows[how] = {"long_threshold": threshold, **classification_metrics(y, served),
+                     "accuracy_at_0.5": classification_metrics(y, p)["accuracy"]}
+    table = pd.DataFrame(rows).T
+    table.index.name = "aggregation"
+    return table
+
+
+def choose(table: pd.DataFrame) -> str:
+    """The aggregation the rule picks from :func:`candidates`' table (best accuracy, then ROC-AUC, then order)."""
+    order = {name: i for i, name in enumerate(table.index)}
+    return min(table.index, key=lambda a: (-round(table.loc[a, "accuracy"], 12), -round(table.loc[a, "roc_auc"], 12),
+                                           order[a]))
+
+
+def calibrate(scorer, texts: Sequence[str], labels: np.ndarray) -> tuple[ScoringConfig, pd.DataFrame]:
+    """``scorer.scoring`` with the aggregation and long-text threshold chosen on ``texts``; the candidates' table.
+
+    Only texts of more than one window count (the others are not aggregated); with fewer than
+    :data:`MIN_TEXTS` of them, or one class only, the settings are returned unchanged with an empty table.
+    """
+    windows = window_outputs(scorer, texts)
+    multi = np.bincount(windows.owner, minlength=windows.n_texts) > 1
+    if multi.sum() < MIN_TEXTS or len(np.unique(np.asarray(labels)[multi])) < 2:
+        return scorer.scoring, pd.DataFrame()
+    keep = multi[windows.owner]
+    renumber = np.cumsum(multi) - 1
+    long = Windows(windows.probs[keep], windows.margins[keep], renumber[windows.owner[keep]], windows.lengths[keep],
+                   int(multi.sum()))
+    table = candidates(long, np.asarray(labels)[multi], scorer.scoring)
+    chosen = choose(table)
+    table["texts"] = int(multi.sum())
+    table["chosen"] = table.index == chosen
+    return scorer.scoring.model_copy(update={"aggregation": chosen,
+                                             "long_threshold": float(table.loc[chosen, "long_threshold"])}), table
+
+
+def with_scoring(scorer, scoring: ScoringConfig):
+    """The same loaded scorer (weights, session, tokenizer shared) scoring with other settings."""
+    other = copy.copy(scorer)
+    other.scoring = scoring
+    return other
+
+
+def before_after(scorer, sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each long-text set scored with the settings of versions before calibrated aggregation (``LEGACY``:
+    overlapping windows, at most 16, mean probability, threshold 0.5) and with ``scorer``'s own.
+
+    One row per (set, settings): texts, windows per text, accuracy, precision, recall, F1, ROC-AUC, |P - R|.
+    """
+    variants = {"before": ScoringConfig.model_validate({**scorer.scoring.model_dump(), **LEGACY}),
+                "after": scorer.scoring}
+    rows = []
+    for name, frame in sets.items():
+        texts, y = frame["text"].tolist(), frame["label"].to_numpy()
+        for variant, scoring in variants.items():
+            one = with_scoring(scorer, scoring)
+            metrics = classification_metrics(y, one.predict_proba(texts))
+            rows.append({"set": name, "scoring": variant, "texts": len(texts),
+                         "windows_per_text": len(one.windows(texts)[0]) / max(1, len(texts)), **metrics,
+                         "precision_recall_gap": abs(metrics["precision"] - metrics["recall"])})
+    return pd.DataFrame(rows)
