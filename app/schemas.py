@@ -6,16 +6,15 @@ from typing import Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, field_validator
 
+from scoring.texts import content_problem
+
 Sentiment = Literal["Positive", "Negative"]
 
 
 def _check_text(value: str) -> str:
-    if not value.strip():
-        raise ValueError("text must not be empty or whitespace only")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text is not valid Unicode (it holds a lone surrogate)") from None
+    problem = content_problem(value)
+    if problem is not None:
+        raise ValueError(problem.message)
     return value
 
 
