@@ -10,8 +10,9 @@ One input file of Rotten Tomatoes snippets sampled with replacement (seeded), as
   with the same session settings (the transformers flavor: PyTorch fp32, truncation);
 * ``api``: the server with its defaults, 8 clients posting ``/predict/batch`` of 64 texts;
 
-in that order, then ``predict`` and ``bare`` again (their figures are the means of both runs, so a drift in
-the machine's load hits them alike). Peak RSS is the whole process tree's
+``bare`` and ``predict`` run next to each other three times (before the others, then twice after, the order
+alternating): their texts/s are the means, and predict's ratio to bare (the goal: ≥ 0.9) is the median of the
+three pairs', so a spike in the machine's load during one run does not decide it. Peak RSS is the whole process tree's
 (Spark: the driver, its JVM and the Python workers; the API: the server), sampled every 0.1 s. Then
 ``predict`` alone on 10k, 100k and 1M rows (``BENCH_BATCH_SIZES``; quick: 2k, 10k): time and peak RSS.
 
@@ -48,6 +49,7 @@ GROWTH = tuple(int(n) for n in os.environ.get("BENCH_BATCH_SIZES", "").split(","
     (2_000, 10_000) if common.QUICK else (10_000, 100_000, 1_000_000))
 CHUNK = 1000  # predict's default --chunk-rows; the bare runtime's calls
 CLIENTS, API_BATCH = 8, 64  # the API: 8 clients, MAX_BATCH texts per request
+PAIRS = 3  # bare / predict runs next to each other; the goal's ratio is the median of theirs
 SPARK_MASTER = "local[2]"
 
 
@@ -210,28 +212,39 @@ def side_by_side(path: Path, uri: str, work: Path, env: dict[str, str]) -> dict[
               f"{measured[name]['peak_rss_mb']:.0f} MB, load {common.loadavg()[0]}", flush=True)
         return measured[name]
 
-    bare_cmd = _python("-m", "bench.batch", "bare", str(path))
-    predict_cmd = _python("-m", "pipelines", "predict", "-i", str(path), "-o", str(out / "predict.parquet"),
-                          "--keep-columns", "id", "--no-progress", "--overwrite")
-    step("bare 1", bare_cmd)
-    step("predict 1", predict_cmd)
+    commands = {"bare": _python("-m", "bench.batch", "bare", str(path)),
+                "predict": _python("-m", "pipelines", "predict", "-i", str(path), "-o", str(out / "predict.parquet"),
+                                   "--keep-columns", "id", "--no-progress", "--overwrite")}
+    runs: dict[str, list[dict[str, Any]]] = {"bare": [], "predict": []}
+
+    def pair(i: int) -> None:
+        """One bare run and one predict run, next to each other (order alternating by pair)."""
+        for name in ("bare", "predict") if i % 2 == 0 else ("predict", "bare"):
+            runs[name].append(step(f"{name} {len(runs[name]) + 1}", commands[name]))
+
+    pair(0)
     step("spark", _python("-m", "pipelines", "spark-predict", "-i", str(path), "-o", str(out / "spark"),
                           "--keep-columns", "id", "--master", SPARK_MASTER, "--overwrite"))
     step("spark mlflow", _python("-m", "bench.batch", "spark-mlflow", str(path), str(out / "spark-mlflow")))
     print("  api …", flush=True)
     measured["api"] = api(path, uri, work)
     print(f"  api: {measured['api']['seconds']:.1f} s, load {common.loadavg()[0]}", flush=True)
-    step("predict 2", predict_cmd)
-    step("bare 2", bare_cmd)
+    for i in range(1, PAIRS):
+        pair(i)
 
-    def mean(name: str, seconds: Any) -> dict[str, Any]:
-        """The two runs of ``name`` (first and last: load drifts hit both alike): mean seconds, higher peak."""
-        a, b = measured[f"{name} 1"], measured[f"{name} 2"]
-        return {"seconds": (seconds(a) + seconds(b)) / 2, "wall_s": (a["wall_s"] + b["wall_s"]) / 2,
-                "peak_rss_mb": max(a["peak_rss_mb"], b["peak_rss_mb"])}
+    seconds = {"bare": lambda m: m["result"]["seconds"],
+               "predict": lambda m: m["result"]["seconds"] + m["result"]["publish_seconds"]}
 
-    bare_run = mean("bare", lambda m: m["result"]["seconds"])
-    predict_run = mean("predict", lambda m: m["result"]["seconds"] + m["result"]["publish_seconds"])
+    def mean(name: str) -> dict[str, Any]:
+        """The runs of ``name``: mean seconds and wall, highest peak."""
+        return {"seconds": float(np.mean([seconds[name](m) for m in runs[name]])),
+                "wall_s": float(np.mean([m["wall_s"] for m in runs[name]])),
+                "peak_rss_mb": max(m["peak_rss_mb"] for m in runs[name])}
+
+    # the goal's ratio: per pair of neighbouring runs (a load spike hits one pair), the median of the pairs
+    pair_ratios = [seconds["bare"](b) / seconds["predict"](p) for b, p in zip(runs["bare"], runs["predict"],
+                                                                             strict=True)]
+    bare_run, predict_run = mean("bare"), mean("predict")
     spark = measured["spark"]["result"]
     variants = [
         _row("bare runtime (predict_proba)", bare_run, rows, bare_run["seconds"]),
@@ -244,7 +257,9 @@ def side_by_side(path: Path, uri: str, work: Path, env: dict[str, str]) -> dict[
     ]
     for v in variants:
         v["x_bare"] = v["texts_per_s"] / variants[0]["texts_per_s"]
-    return {"rows": rows, "variants": variants, "agreement": agreement(out), "raw": measured}
+    variants[1]["x_bare"] = float(np.median(pair_ratios))
+    return {"rows": rows, "variants": variants, "agreement": agreement(out), "raw": measured,
+            "predict_x_bare_pairs": pair_ratios, "pairs": PAIRS}
 
 
 def agreement(out: Path) -> dict[str, Any]:

@@ -119,18 +119,26 @@ def quality(r: dict[str, Any]) -> list[str]:
 
 def batch(r: dict[str, Any]) -> list[str]:
     side, grown, agree = r["side_by_side"], r["growth"], r["side_by_side"]["agreement"]
+    inside = r["predict_summary"]
     first, last = grown[0], grown[-1]
     return [
         "### Batch scoring: `predict`, Spark, the HTTP API and the bare runtime", _conditions(r), "",
         f"Model v{r['model_version']} (max_length {r['max_length']}), backend onnx-int8 everywhere but mlflow's "
         f"UDF; {side['rows']:,} Rotten Tomatoes snippets drawn with replacement, one Parquet file, scored whole by "
-        "each in turn: bare, predict, Spark (ours, then mlflow's `spark_udf`), the API, predict, bare (bare and "
-        "predict: means of their two runs). texts/s = rows ÷ scoring time (predict: its chunk loop and the "
+        f"each in turn: bare and predict, Spark (ours, then mlflow's `spark_udf`), the API, then bare and predict "
+        f"{side['pairs'] - 1} more times (order alternating; their texts/s are means, predict's `x_bare` the median "
+        f"of the {side['pairs']} neighbouring pairs' ratios: "
+        f"{', '.join(f'{x:.3f}' for x in side['predict_x_bare_pairs'])}). "
+        "texts/s = rows ÷ scoring time (predict: its chunk loop and the "
         "publish; Spark: the write job; the API: the clients' wall clock); wall = the whole process, start-up "
         f"and model load included. Threads: 2 (ONNX Runtime) for bare, predict and the API; {r['spark_master']} = "
         "2 Python workers × 1 thread. Peak RSS: the process tree (Spark: driver + JVM + workers; the API: the "
         "server).", "",
         common.table(side["variants"], ["variant", "rows", "texts_per_s", "x_bare", "peak_rss_mb", "wall_s"], 2), "",
+        f"Inside `predict` (first run), {100 * inside['scorer_seconds'] / inside['seconds']:.1f} % of "
+        "the chunk loop's time is the scorer (the row checks and `predict_proba`); the rest is the file path's "
+        "own: reading, building the chunk's table, writing and fsyncing its part and the state. The same texts "
+        "through the same runtime in the same process, so load on the machine cancels out.", "",
         f"Spark's answers equal the file path's on {100 * agree['spark_label_agreement']:.1f} % of labels (largest "
         f"confidence difference {agree['spark_max_abs_confidence_diff']:.2g}); mlflow's `spark_udf` on "
         f"{100 * agree['mlflow_udf_label_agreement']:.1f} % (PyTorch fp32, first window only).", "",

@@ -125,23 +125,28 @@ def _begin(prepared: Prepared) -> dict[str, Any]:
     return work.start({**prepared.key(), "model_requested": prepared.model.requested})
 
 
-def _score_chunks(prepared: Prepared, scorer: ScorerLike, state: dict[str, Any], progress: bool) -> dict[str, Any]:
-    """Score the chunks after ``state``'s last one, committing each; the final state."""
+def _score_chunks(prepared: Prepared, scorer: ScorerLike, state: dict[str, Any],
+                  progress: bool) -> tuple[dict[str, Any], float]:
+    """Score the chunks after ``state``'s last one, committing each; the final state, and the seconds spent in
+    :func:`score_cells` (the scorer; the rest of the loop is reading, building and writing)."""
     job, work = prepared.job, prepared.work
     problems = Counter(state["problems"])
+    in_scorer = 0.0
     with tqdm(total=prepared.source.rows, initial=state["rows_done"], unit="rows", desc="scoring", file=sys.stderr,
               disable=not progress, dynamic_ncols=True, mininterval=0.5) as bar:
         for index, chunk in enumerate(prepared.source.chunks(job.chunk_rows)):
             if index < state["chunks_done"]:
                 continue
+            started = time.perf_counter()
             scored = score_cells(scorer, chunk.texts, job.max_text_chars)
+            in_scorer += time.perf_counter() - started
             problems.update(scored.problems())
             table = _chunk_table(chunk, state["rows_done"], scored.columns(), prepared.model.version)
             state = {**state, "chunks_done": index + 1, "rows_done": state["rows_done"] + len(chunk),
                      "problems": dict(problems)}
             work.commit_chunk(index, table, state)
             bar.update(len(chunk))
-    return state
+    return state, in_scorer
 
 
 def _publish(prepared: Prepared, chunks: int, summary: dict[str, Any]) -> None:
@@ -168,7 +173,7 @@ def run(prepared: Prepared, scorer: ScorerLike, progress: bool = True) -> dict[s
     state = _begin(prepared)
     resumed_after = state["rows_done"]
     started = time.perf_counter()
-    state = _score_chunks(prepared, scorer, state, progress)
+    state, in_scorer = _score_chunks(prepared, scorer, state, progress)
     seconds = time.perf_counter() - started
     problems = state["problems"]
     summary = {
@@ -178,7 +183,7 @@ def run(prepared: Prepared, scorer: ScorerLike, progress: bool = True) -> dict[s
         "model": {k: v for k, v in model.record().items() if k != "tracking_uri"},
         "scoring": scorer.scoring.model_dump(), "max_text_chars": job.max_text_chars,
         "text_column": job.text_column, "chunk_rows": job.chunk_rows, "chunks": state["chunks_done"],
-        "resumed_after_rows": resumed_after, "seconds": round(seconds, 3),
+        "resumed_after_rows": resumed_after, "seconds": round(seconds, 3), "scorer_seconds": round(in_scorer, 3),
         "rows_per_s": round((state["rows_done"] - resumed_after) / seconds, 2) if seconds > 0 else None,
         "created_at": now(),
     }
