@@ -75,7 +75,7 @@ def _json_text(value: Any) -> str | None:
     return value if isinstance(value, str) else json.dumps(value, ensure_ascii=False, default=str)
 
 
-def _cells(series: pd.Series) -> list[Any]:
+def cells(series: pd.Series) -> list[Any]:
     """The values of a pandas column, None where missing (NaN, None, pd.NA)."""
     return series.astype(object).where(series.notna(), None).tolist()
 
@@ -144,9 +144,9 @@ class Source:
             if self.fmt == "jsonl":
                 for frame in self._json_frames(rows):
                     frame = frame.reindex(columns=wanted)  # a chunk may lack a key altogether
-                    carried = pa.table({c: pa.array([_json_text(v) for v in _cells(frame[c])], pa.string())
+                    carried = pa.table({c: pa.array([_json_text(v) for v in cells(frame[c])], pa.string())
                                         for c in self.keep_columns})
-                    yield Chunk(_cells(frame[self.text_column]), carried)
+                    yield Chunk(cells(frame[self.text_column]), carried)
                 return
             if self.fmt == "parquet":
                 batches: Iterable[pa.RecordBatch] = pq.ParquetFile(self.path).iter_batches(rows, columns=wanted)

@@ -39,6 +39,7 @@ import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 
 from pipelines.batch.checkpoint import fsync_path
+from pipelines.batch.files import cells
 from pipelines.batch.model import BatchModel
 from pipelines.batch.rows import FILE, ROW, VERSION, BatchJob, score_cells
 from pipelines.config import ConfigError
@@ -117,8 +118,7 @@ def answers_udf(model: BatchModel, max_chars: int) -> Any:
     def score(batches: Iterator[pd.Series]) -> Iterator[pd.DataFrame]:
         scorer = worker_scorer(model)
         for texts in batches:
-            cells = texts.astype(object).where(texts.notna(), None).tolist()
-            yield pd.DataFrame(score_cells(scorer, cells, max_chars).columns())
+            yield pd.DataFrame(score_cells(scorer, cells(texts), max_chars).columns())
 
     return pandas_udf(score, ANSWER_SCHEMA)
 
