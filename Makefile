@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 # extra arguments, e.g. make pipeline ARGS="-p epochs 2"
 ARGS   ?=
 
-.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout bench bench-quick lint format strip-notebooks clean
+.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout predict spark-predict bench bench-quick lint format strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -52,6 +52,19 @@ retrain-if-drift: $(STAMP)  ## monitor; on drift run train → evaluate → prom
 heldout: $(STAMP)  ## production model on held-out real reviews (IMDb/Yelp/Amazon sentences; 140 kB from npm once)
 	$(BIN)/python -m pipelines heldout $(ARGS)
 
+# batch scoring: make predict INPUT=reviews.csv OUTPUT=predictions.parquet [ARGS="--text-column review --resume"]
+INPUT  ?=
+OUTPUT ?=
+MASTER ?= local[*]
+
+predict: $(STAMP)  ## score a file of reviews (CSV/TSV/JSONL/Parquet) with production: INPUT=… OUTPUT=… (docs/batch.md)
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make predict INPUT=reviews.csv OUTPUT=predictions.parquet [ARGS=…]"; exit 2; }
+	$(BIN)/python -m pipelines predict --input "$(INPUT)" --output "$(OUTPUT)" $(ARGS)
+
+spark-predict: $(STAMP)  ## the same on Spark (MASTER, default local[*]; Java 17): INPUT=x.parquet OUTPUT=folder
+	@test -n "$(INPUT)" -a -n "$(OUTPUT)" || { echo "usage: make spark-predict INPUT=reviews.parquet OUTPUT=predictions [MASTER=local[4]] [ARGS=…]"; exit 2; }
+	$(BIN)/python -m pipelines spark-predict --input "$(INPUT)" --output "$(OUTPUT)" --master "$(MASTER)" $(ARGS)
+
 .PHONY: image base-image docker-test hadolint
 IMAGE ?= sentiment-mlops:1.0
 
@@ -71,7 +84,7 @@ mlflow-ui: $(STAMP)  ## MLflow UI on the project's tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
-bench: $(STAMP)  ## benchmarks → bench/results/*.json + BENCHMARKS.md (≤ 20 min; BENCH_TRACKING_URI=… to choose the store)
+bench: $(STAMP)  ## benchmarks → bench/results/*.json + BENCHMARKS.md (≤ 20 min; BENCH_TRACKING_URI=… to choose the store; ARGS=batch: ≈ 1 h more)
 	$(BIN)/python -m bench $(ARGS)
 
 bench-quick: $(STAMP)  ## the same benchmarks, shortened (a few minutes)

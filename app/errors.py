@@ -29,6 +29,8 @@ from starlette.requests import Request
 from starlette.responses import JSONResponse, Response
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
+from scoring.texts import too_long_message
+
 MAX_ECHO_BYTES = 200  # longer inputs are not echoed in a 422
 
 
@@ -115,7 +117,7 @@ def check_text_lengths(texts: Sequence[str], limit: int, field: str) -> None:
     """422 (in FastAPI's validation format) for texts over MAX_TEXT_CHARS; ``texts`` errors carry the index."""
     errors = [
         {"type": "string_too_long", "loc": ("body", field, i) if field == "texts" else ("body", field),
-         "msg": f"text has {len(t)} characters; the limit is MAX_TEXT_CHARS={limit}", "ctx": {"max_length": limit}}
+         "msg": too_long_message(len(t), limit), "ctx": {"max_length": limit}}
         for i, t in enumerate(texts) if len(t) > limit
     ]
     if errors:

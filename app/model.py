@@ -10,7 +10,6 @@ keeps serving and the error is kept for ``GET /model``.
 from __future__ import annotations
 
 import logging
-import os
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -23,7 +22,7 @@ import numpy as np
 from app.settings import Settings
 from scoring.clock import now
 from scoring.features import token_stats
-from scoring.identity import MANIFEST, ModelIdentity, folder_identity, resolve
+from scoring.identity import MANIFEST, ModelIdentity, folder_identity, local_folder, resolve
 from scoring.runtimes import ScorerLike, load_scorer
 
 log = logging.getLogger("app.model")
@@ -87,8 +86,8 @@ class ModelManager:
     def target(self) -> tuple[ModelIdentity, str]:
         """What MODEL_URI means now, and a fingerprint that changes when it points elsewhere."""
         uri = self.settings.model_uri
-        folder = Path(os.path.expanduser(uri))
-        if "://" not in uri and not uri.startswith(("models:", "runs:")) and folder.is_dir():
+        folder = local_folder(uri)
+        if folder is not None:
             return _local_target(folder)
         identity = resolve(uri)
         return identity, f"{identity.source}|{identity.version}"

@@ -22,6 +22,8 @@ from typing import TYPE_CHECKING, Annotated, Any, Literal
 
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, WithJsonSchema, field_validator
 
+from scoring.texts import content_problem
+
 if TYPE_CHECKING:
     from app.settings import Settings
 
@@ -33,19 +35,16 @@ NON_BLANK_PATTERN = f"[^{WHITESPACE}]"  # a text must match it somewhere: one ch
 LABEL_PATTERN = (
     f"^[{WHITESPACE}]*(?:[Pp][Oo][Ss][Ii][Tt][Ii][Vv][Ee]|[Nn][Ee][Gg][Aa][Tt][Ii][Vv][Ee]|1|0)[{WHITESPACE}]*$"
 )
-_NON_BLANK, _LABEL = re.compile(NON_BLANK_PATTERN), re.compile(LABEL_PATTERN)
+_LABEL = re.compile(LABEL_PATTERN)
 
 # {"keyword": "settings_field"} in a schema: the keyword gets that field's value (openapi_with_limits)
 LIMITS = "x-limits"
 
 
 def _check_text(value: str) -> str:
-    if not _NON_BLANK.search(value):
-        raise ValueError("text must not be empty or whitespace only")
-    try:
-        value.encode("utf-8")
-    except UnicodeEncodeError:
-        raise ValueError("text is not valid Unicode (it holds a lone surrogate)") from None
+    problem = content_problem(value)
+    if problem is not None:
+        raise ValueError(problem.message)
     return value
 
 

@@ -17,6 +17,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from scoring import inference_log, tracking
 from scoring.config import AGGREGATION_PATTERN, DEFAULT_BACKEND, LONG_TEXT_PATTERN
 from scoring.runtimes import BACKENDS
+from scoring.texts import MAX_TEXT_CHARS
 
 
 def _default_threads() -> int:
@@ -46,7 +47,7 @@ class Settings(BaseSettings):
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = ORT's default (all cores)")
     reload_interval_s: float = Field(30.0, ge=0, description="alias polling period; 0 = off")
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = disabled")
-    max_text_chars: int = Field(20_000, ge=1)
+    max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1)
     max_batch: int = Field(64, ge=1)
     micro_batch_ms: float = Field(
         3.0, ge=0, le=1000,

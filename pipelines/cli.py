@@ -6,9 +6,14 @@ import argparse
 import contextlib
 import json
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import Any
 
+from pipelines.batch import predict as batch_predict
+from pipelines.batch import spark as batch_spark
+from pipelines.batch.files import INPUT_FORMATS, OUTPUT_FORMATS
+from pipelines.batch.model import resolve_model
 from pipelines.config import ConfigError, PipelineConfig, build_config, defaults, expand
 from pipelines.data.split import load_splits
 from pipelines.evaluate import heldout
@@ -20,9 +25,10 @@ from pipelines.monitor.verdict import exit_code
 from pipelines.registry import model_folder, rollback, versions
 from pipelines.train import onnx_logging
 from scoring import tracking
-from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND
+from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND, ScoringConfig
 from scoring.identity import RegistryError, resolve_version
 from scoring.runtimes import load_scorer
+from scoring.texts import MAX_TEXT_CHARS
 
 
 def _config(args: argparse.Namespace, *takes: str) -> PipelineConfig:
@@ -47,6 +53,18 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
 def _model_uri(args: argparse.Namespace, cfg: PipelineConfig) -> str:
     """``--model-uri``, else the configured registered model's alias."""
     return args.model_uri or f"models:/{cfg.registered_model_name}@{cfg.alias}"
+
+
+def _scoring_overrides(cfg: PipelineConfig) -> dict:
+    """The long-text settings given with ``-p`` (the rest stay as saved with the model, as the server does)."""
+    return {name: getattr(cfg, name) for name in ScoringConfig.model_fields if name in cfg.model_fields_set}
+
+
+def _batch_job(args: argparse.Namespace) -> dict[str, Any]:
+    """The fields of :class:`pipelines.batch.rows.BatchJob` from the flags ``predict`` and ``spark-predict`` share."""
+    return {"input": args.input, "output": args.output, "text_column": args.text_column,
+            "keep_columns": tuple(c.strip() for c in args.keep_columns.split(",") if c.strip()),
+            "max_text_chars": args.max_text_chars, "overwrite": args.overwrite}
 
 
 def _print_json(data: dict) -> None:
@@ -153,6 +171,59 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """Score a file with a model version; stdout is the summary JSON (progress and the model go to stderr)."""
+    cfg = _config(args, "tracking", "registry", "scoring")
+    tracking_uri = tracking.setup(cfg.tracking_uri)
+    job = batch_predict.PredictJob(
+        **_batch_job(args), input_format=args.input_format or "", output_format=args.output_format or "",
+        chunk_rows=args.chunk_rows, resume=args.resume,
+    )
+    prepared = batch_predict.prepare(job, _model_uri(args, cfg), args.backend, tracking_uri, _scoring_overrides(cfg))
+    model = prepared.model
+    print(f"model: {model.requested} = {model.name or model.source} v{model.version or '?'} "
+          f"(backend {model.backend}); {prepared.source.rows} rows in {job.input}", file=sys.stderr, flush=True)
+    scorer = model.load_checked(args.threads)
+    _print_json(batch_predict.run(prepared, scorer, progress=not args.no_progress))
+    return 0
+
+
+def cmd_spark_predict(args: argparse.Namespace) -> int:
+    """Score a Parquet file (or folder) on Spark; stdout is the summary JSON."""
+    cfg = _config(args, "tracking", "registry", "scoring")
+    tracking_uri = tracking.setup(cfg.tracking_uri)
+    job = batch_spark.SparkJob(**_batch_job(args), partitions=args.partitions)
+    batch_spark.require_spark()
+    batch_spark.check_job(job)
+    model = resolve_model(_model_uri(args, cfg), args.backend, tracking_uri, _scoring_overrides(cfg))
+    print(f"model: {model.requested} = {model.name or model.source} v{model.version or '?'} "
+          f"(backend {model.backend}) on Spark {args.master}", file=sys.stderr, flush=True)
+    scoring = model.scoring_settings()  # a folder or version that is no transformers model fails here, not in workers
+    with batch_spark.session(args.master, chunk_rows=args.chunk_rows) as spark:
+        _print_json(batch_spark.spark_predict(spark, job, model, scoring))
+    return 0
+
+
+def _batch_parser(sub: argparse._SubParsersAction, name: str, help_text: str, description: str,
+                  func: Callable[[argparse.Namespace], int]) -> argparse.ArgumentParser:
+    """The sub-command ``name`` with the flags ``predict`` and ``spark-predict`` share."""
+    parser = sub.add_parser(name, help=help_text, description=description)
+    _add_config_args(parser)
+    parser.add_argument("--input", "-i", required=True, help="the file of reviews")
+    parser.add_argument("--output", "-o", required=True, help="where the predictions go (must not exist)")
+    parser.add_argument("--text-column", default="text", help="the column holding the reviews (default: text)")
+    parser.add_argument("--keep-columns", default="", help="comma-separated input columns copied to the output "
+                                                            "(an id, say); every output row also has its `row`")
+    parser.add_argument("--model-uri", help="default: models:/<registered_model_name>@<alias>; or a model folder")
+    parser.add_argument("--backend", default=DEFAULT_BACKEND, choices=BACKEND_NAMES, help="runtime, as BACKEND")
+    parser.add_argument("--max-text-chars", type=int, default=MAX_TEXT_CHARS,
+                        help=f"longer texts get an error, as MAX_TEXT_CHARS (default {MAX_TEXT_CHARS})")
+    parser.add_argument("--chunk-rows", type=int, default=1000, help="rows scored per call (default 1000)")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --output")
+    parser.set_defaults(func=func)
+    return parser
+
+
 def cmd_params(_: argparse.Namespace) -> int:
     print(json.dumps(defaults(), indent=2))
     return 0
@@ -226,6 +297,31 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--model-uri", help="default: models:/<registered_model_name>@<alias>")
     onnx.add_argument("--run-id", default="", help="run to log the files to (default: the version's run)")
     onnx.set_defaults(func=cmd_export_onnx)
+
+    predict = _batch_parser(
+        sub, "predict", "score a CSV / TSV / JSONL / Parquet file of reviews; Parquet / CSV / JSONL out",
+        "Streams the input in chunks; a killed run leaves no complete-looking output and --resume continues "
+        "after the last finished chunk. Long-text settings: -p long_text_strategy …, as the server's "
+        "LONG_TEXT_STRATEGY. Exit status: 0 done, 2 bad flags or input (before any work). See docs/batch.md.",
+        cmd_predict,
+    )
+    predict.add_argument("--input-format", choices=INPUT_FORMATS, help="default: from the input's suffix")
+    predict.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: from the output's suffix")
+    predict.add_argument("--threads", type=int, default=0,
+                         help="ONNX Runtime intra-op threads (default 0: all cores, as ONNX_THREADS)")
+    predict.add_argument("--resume", action="store_true", help="continue the partial run of the same job")
+    predict.add_argument("--no-progress", action="store_true", help="no progress bar")
+
+    spark = _batch_parser(
+        sub, "spark-predict", "score a Parquet file or folder on Spark (the [spark] extra and Java 17)",
+        "The same Scorer, runtime and bad-row rules as predict, as a Spark pandas UDF; one model and one thread "
+        "per Python worker. Output: a folder of Parquet files, renamed into place when the job succeeded. "
+        "See docs/batch.md.",
+        cmd_spark_predict,
+    )
+    spark.add_argument("--master", default="local[*]", help="Spark master URL (default local[*])")
+    spark.add_argument("--partitions", type=int, default=0,
+                       help="spread the input over N tasks (default 0: at least 4 per core)")
 
     params = sub.add_parser("params", help="print every parameter with its default")
     params.set_defaults(func=cmd_params)

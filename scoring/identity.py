@@ -10,6 +10,7 @@ knows what it serves without a tracking store.
 from __future__ import annotations
 
 import json
+import os
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -100,3 +101,17 @@ def folder_identity(folder: Path) -> ModelIdentity:
         alias=str(manifest.get("alias", "")), run_id=str(manifest.get("run_id", "")),
         source=str(folder), metrics={k: float(v) for k, v in (manifest.get("metrics") or {}).items()},
     )
+
+
+def local_folder(uri: str) -> Path | None:
+    """The local model folder ``uri`` names (an exported model), or None for ``models:/``, ``runs:/`` and URLs."""
+    if "://" in uri or uri.startswith(("models:", "runs:")):
+        return None
+    folder = Path(os.path.expanduser(uri))
+    return folder if folder.is_dir() else None
+
+
+def identify(uri: str) -> ModelIdentity:
+    """What ``uri`` is now: an exported folder's manifest, else the registry version (RegistryError if none)."""
+    folder = local_folder(uri)
+    return folder_identity(folder) if folder is not None else resolve(uri)

@@ -106,3 +106,11 @@ def learned_copy(learned_store: Store, tmp_path: Path, monkeypatch: pytest.Monke
     _point_mlflow_at(uri, monkeypatch)
     yield Store(folder, uri, learned_store.model_name, learned_store.version)
     mlflow.end_run()
+
+
+@pytest.fixture(scope="module")
+def learned_tracking(learned_store: Store) -> Store:
+    """The learned store as the tracking store of this process and its children, for a module that only reads it."""
+    with pytest.MonkeyPatch.context() as monkeypatch:
+        _point_mlflow_at(learned_store.tracking_uri, monkeypatch)
+        yield learned_store

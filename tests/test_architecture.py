@@ -14,7 +14,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 PACKAGES = ("scoring", "pipelines", "app", "tools")
 STAGES = ("pipelines.data", "pipelines.train", "pipelines.evaluate", "pipelines.registry", "pipelines.monitor",
-          "pipelines.config")
+          "pipelines.batch", "pipelines.config")
 
 
 def _modules() -> dict[str, Path]:

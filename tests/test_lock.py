@@ -27,8 +27,9 @@ DEV, SERVE = read_lock(DEV_LOCK), read_lock(SERVE_LOCK)
     [
         (DEV, PROJECT["dependencies"] + PROJECT["optional-dependencies"]["dev"]),
         (SERVE, PROJECT["optional-dependencies"]["serve"]),
+        (DEV, PROJECT["optional-dependencies"]["spark"]),  # CI runs the Spark tests from the dev lock
     ],
-    ids=["dev", "serve"],
+    ids=["dev", "serve", "spark-in-dev"],
 )
 def test_each_requirement_of_pyproject_is_locked_within_its_range(lock, requirements):
     for spec in requirements:
@@ -41,6 +42,7 @@ def test_each_requirement_of_pyproject_is_locked_within_its_range(lock, requirem
 def test_the_image_runs_the_dev_venv_versions():
     assert SERVE, "empty serve lock"
     assert {name: DEV.get(name) for name in SERVE} == SERVE
+    assert "pyspark" not in SERVE, "the image never runs Spark"
 
 
 def test_this_venv_is_the_dev_lock():
