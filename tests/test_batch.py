@@ -16,13 +16,15 @@ import sys
 from collections import Counter
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 from batch_helpers import EXPECTED_KIND, MISSING, answers, cell_value, cli, review_cells, write_inputs
 from serving_helpers import Server
 
-from pipelines.batch.files import read_metadata, rechunk
+from pipelines.batch.files import Source, read_metadata, rechunk
 from pipelines.batch.rows import score_cells
 from scoring.config import DEFAULT_BACKEND
 from scoring.runtimes import load_scorer
@@ -104,6 +106,21 @@ def test_chunks_have_the_same_rows_whatever_the_reader_batches():
     assert sizes == [4] * 6 + [1]
     assert [v for t in rechunk(batches, 4) for v in t.column("a").to_pylist()] == list(range(25))
 
+
+
+def test_a_parquet_file_is_read_one_row_group_at_a_time(tmp_path):
+    """Arrow's buffers stay near a row group's size, not the file's (pyarrow's pre_buffer reads them all ahead)."""
+    path, groups, rows = tmp_path / "big.parquet", 20, 5_000
+    rng = np.random.default_rng(0)
+    with pq.ParquetWriter(path, pa.schema([("text", pa.string())])) as writer:
+        for _ in range(groups):  # incompressible texts: the file is as large as its buffers
+            writer.write_table(pa.table({"text": [rng.bytes(50).hex() for _ in range(rows)]}))
+    size = path.stat().st_size
+    before, peak, seen = pa.total_allocated_bytes(), 0, 0
+    for chunk in Source(path, "parquet", "text").chunks(1000):
+        peak, seen = max(peak, pa.total_allocated_bytes() - before), seen + len(chunk)
+    assert seen == groups * rows
+    assert peak < size / 4, f"{peak / 2**20:.1f} MB of Arrow buffers for a {size / 2**20:.1f} MB file"
 
 # -- formats ---------------------------------------------------------------------------------------------------
 @pytest.mark.parametrize("fmt", ["csv", "tsv", "jsonl", "parquet"])
