@@ -14,7 +14,6 @@ long-text threshold are chosen by the train step's rule, and on the test long te
 from __future__ import annotations
 
 import asyncio
-import copy
 import signal
 import tempfile
 from pathlib import Path
@@ -44,12 +43,11 @@ SCORING_ENV = {"WINDOW_STRIDE": "window_stride", "MAX_WINDOWS": "max_windows",
 
 def variant_scorer(base: Any, env: dict[str, str]) -> Any:
     """The int8 scorer ``base`` (shared session) as the variant's server scores: calls and windows."""
-    scorer = copy.copy(base)
-    scorer.per_text = env.get("INT8_CALLS", "text") == "text"
-    scorer.batch_size = 64 if scorer.per_text else 1
     update = {field: (value if field == "long_text_strategy" else int(value))
               for key, field in SCORING_ENV.items() if (value := env.get(key)) is not None}
-    scorer.scoring = base.scoring.model_copy(update=update)
+    scorer = base.with_scoring(base.scoring.model_copy(update=update))
+    scorer.per_text = env.get("INT8_CALLS", "text") == "text"
+    scorer.batch_size = 64 if scorer.per_text else 1
     return scorer
 
 

@@ -181,8 +181,7 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     prepared = batch_predict.prepare(job, _model_uri(args, cfg), args.backend, tracking_uri, _scoring_overrides(cfg))
     model = prepared.model
-    print(f"model: {model.requested} = {model.name or model.source} v{model.version or '?'} "
-          f"(backend {model.backend}); {prepared.source.rows} rows in {job.input}", file=sys.stderr, flush=True)
+    print(f"model: {model.describe()}; {prepared.source.rows} rows in {job.input}", file=sys.stderr, flush=True)
     scorer = model.load_checked(args.threads)
     _print_json(batch_predict.run(prepared, scorer, progress=not args.no_progress))
     return 0
@@ -196,8 +195,7 @@ def cmd_spark_predict(args: argparse.Namespace) -> int:
     batch_spark.require_spark()
     batch_spark.check_job(job)
     model = resolve_model(_model_uri(args, cfg), args.backend, tracking_uri, _scoring_overrides(cfg))
-    print(f"model: {model.requested} = {model.name or model.source} v{model.version or '?'} "
-          f"(backend {model.backend}) on Spark {args.master}", file=sys.stderr, flush=True)
+    print(f"model: {model.describe()} on Spark {args.master}", file=sys.stderr, flush=True)
     scoring = model.scoring_settings()  # a folder or version that is no transformers model fails here, not in workers
     with batch_spark.session(args.master, chunk_rows=args.chunk_rows) as spark:
         _print_json(batch_spark.spark_predict(spark, job, model, scoring))

@@ -19,8 +19,9 @@ config so the logged model carries them.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, Self
 
 import numpy as np
 import torch
@@ -37,6 +38,12 @@ class Scorer:
         self.tokenizer = tokenizer
         self.scoring = scoring or ScoringConfig.from_model(model)
         self.batch_size = batch_size
+
+    def with_scoring(self, scoring: ScoringConfig) -> Self:
+        """This scorer (weights or session and tokenizer shared, any runtime) scoring with other settings."""
+        other = copy.copy(self)
+        other.scoring = scoring
+        return other
 
     # -- tokenization --------------------------------------------------------------------
     def windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]:

@@ -49,6 +49,10 @@ class BatchModel:
         except Exception as err:
             raise ConfigError(f"--model-uri: cannot load {self.source}: {type(err).__name__}: {err}") from err
 
+    def describe(self) -> str:
+        """``models:/sentiment@production = sentiment v3 (backend onnx-int8)``: what a run announces."""
+        return f"{self.requested} = {self.name or self.source} v{self.version or '?'} (backend {self.backend})"
+
     def record(self) -> dict[str, Any]:
         return asdict(self)
 

@@ -13,7 +13,6 @@ at its threshold (ties: ROC-AUC, then the order of ``AGGREGATIONS``, today's fir
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -106,13 +105,6 @@ def calibrate(scorer, texts: Sequence[str], labels: np.ndarray) -> tuple[Scoring
                                              "long_threshold": float(table.loc[chosen, "long_threshold"])}), table
 
 
-def with_scoring(scorer, scoring: ScoringConfig):
-    """The same loaded scorer (weights, session, tokenizer shared) scoring with other settings."""
-    other = copy.copy(scorer)
-    other.scoring = scoring
-    return other
-
-
 def before_after(scorer, sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
     """Each long-text set scored with the settings of versions before calibrated aggregation (``LEGACY``:
     overlapping windows, at most 16, mean probability, threshold 0.5) and with ``scorer``'s own.
@@ -125,7 +117,7 @@ def before_after(scorer, sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
     for name, frame in sets.items():
         texts, y = frame["text"].tolist(), frame["label"].to_numpy()
         for variant, scoring in variants.items():
-            one = with_scoring(scorer, scoring)
+            one = scorer.with_scoring(scoring)
             metrics = classification_metrics(y, one.predict_proba(texts))
             rows.append({"set": name, "scoring": variant, "texts": len(texts),
                          "windows_per_text": len(one.windows(texts)[0]) / max(1, len(texts)), **metrics,
