@@ -80,6 +80,17 @@ docker-test: $(STAMP)  ## build the image, run it, POST /predict (prints SKIPPED
 hadolint: $(STAMP)  ## lint the Dockerfile
 	$(BIN)/hadolint Dockerfile
 
+# the team stack on this machine: PostgreSQL + SeaweedFS (S3) + mlflow server with logins; docs/team.md
+.PHONY: stack-up stack-down stack-status
+stack-up: $(STAMP)  ## start the team stack (state in .stack/, ports and secrets from STACK_*), wait until ready
+	$(BIN)/python -m tools.stack up
+
+stack-down: $(STAMP)  ## stop the team stack (its data stays in .stack/)
+	$(BIN)/python -m tools.stack down
+
+stack-status: $(STAMP)  ## which parts of the team stack run
+	$(BIN)/python -m tools.stack status
+
 mlflow-ui: $(STAMP)  ## MLflow UI on the project's tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)

@@ -21,7 +21,7 @@ from app.logwriter import InferenceLogWriter
 from app.model import ModelManager
 from app.settings import Settings
 from app.telemetry import ServingMetrics
-from scoring import tracking
+from scoring import inference_log, tracking
 
 log = logging.getLogger("app")
 
@@ -43,9 +43,11 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: ServingMetrics = app.state.metrics
     _configure_runtime(settings.torch_threads)
     tracking.setup(settings.tracking_uri)
+    logdb = app.state.logdb = inference_log.connect(settings.inference_db_target)  # fail now, not at a request
+    log.info("inference log and feedback: %s", logdb.url)
     writer = None
     if settings.inference_log:
-        writer = InferenceLogWriter(settings.inference_db_path, settings.log_queue_size, metrics.log_dropped.inc)
+        writer = InferenceLogWriter(logdb, settings.log_queue_size, metrics.log_dropped.inc)
         metrics.log_queue.set_function(writer.queue.qsize)
     manager = ModelManager(
         settings,
@@ -71,6 +73,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
             await app.state.batcher.aclose()
         if writer:
             writer.close()
+        logdb.close()
 
 
 async def _poll(manager: ModelManager, interval: float, executor: ThreadPoolExecutor) -> None:

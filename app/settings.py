@@ -54,7 +54,10 @@ class Settings(BaseSettings):
         description="score concurrent requests together, waiting up to N ms for more (a lone one never waits); 0 = off",
     )
     max_body_bytes: int = Field(1_048_576, ge=1)
-    inference_db: str = Field("", description="inference log + feedback SQLite file; '' = the default")
+    inference_db: str = Field(
+        "", description="inference log + feedback: a SQLite file, or a database URL shared by replicas "
+        "(postgresql://user@host/db; password in INFERENCE_DB_PASSWORD[_FILE]); '' = the default file",
+    )
     inference_log: bool = True
     log_raw_text: bool = False
     log_queue_size: int = Field(10_000, ge=1, description="rows buffered for the log writer before dropping")
@@ -79,8 +82,9 @@ class Settings(BaseSettings):
         return None if isinstance(value, str) and not value.strip() else value
 
     @property
-    def inference_db_path(self) -> str:
-        return str(inference_log.resolve_path(self.inference_db or None))
+    def inference_db_target(self) -> str:
+        """The log's file path or database URL."""
+        return self.inference_db or str(inference_log.default_path())
 
     def scoring_overrides(self) -> dict[str, Any]:
         return {

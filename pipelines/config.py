@@ -59,7 +59,10 @@ class DataSection(_Section):
     seed: int = Field(42, description="the split's seed, and training's")
     max_train_samples: int = Field(0, ge=0, description="0 = all")
     include_feedback: bool = Field(False, description="add labelled feedback from the serving app to training")
-    inference_db: str = Field("", description="inference log + feedback (SQLite); empty = <state dir>/inference.db")
+    inference_db: str = Field(
+        "", description="inference log + feedback: a SQLite file or a database URL (postgresql://…, password in "
+        "INFERENCE_DB_PASSWORD); empty = <state dir>/inference.db",
+    )
 
 
 class TrainSection(_Section):

@@ -1,83 +1,143 @@
-"""The serving app's inference log and feedback store (one SQLite file).
+"""The serving app's inference log and feedback store: a SQLite file by default, or a shared database by URL.
 
-The app appends one row per prediction (no raw text unless the operator opts
-in) and one row per feedback label; monitoring and retraining read them back.
+The app appends one row per prediction (no raw text unless the operator opts in) and one row
+per feedback label; monitoring and retraining read them back. ``INFERENCE_DB`` is a file path
+(SQLite, the embedded default) or a SQLAlchemy URL such as
+``postgresql://inference@db:5432/inference``, so that every API replica writes to one log and the
+monitor reads all of it. The URL's password may come from ``INFERENCE_DB_PASSWORD`` (or a file named
+by ``INFERENCE_DB_PASSWORD_FILE``) rather than the URL itself; it is never printed.
 """
 
 from __future__ import annotations
 
-import sqlite3
+import os
 import time
 from collections.abc import Iterable, Sequence
-from contextlib import closing
 from pathlib import Path
 from typing import Any
 
 import pandas as pd
+import sqlalchemy as sa
 
 from scoring.clock import now
 from scoring.features import token_stats
 from scoring.labels import label_and_confidence
 from scoring.tracking import state_dir
 
-SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts TEXT NOT NULL,                 -- ISO-8601 UTC
-    model_name TEXT,
-    model_version TEXT,
-    endpoint TEXT,
-    n_chars INTEGER NOT NULL,
-    n_tokens INTEGER NOT NULL,
-    unk_ratio REAL NOT NULL,
-    label TEXT NOT NULL,              -- Positive / Negative
-    confidence REAL NOT NULL,         -- probability of the returned label
-    p_positive REAL NOT NULL,
-    latency_ms REAL,
-    text TEXT                         -- NULL unless raw-text logging is switched on
-);
-CREATE INDEX IF NOT EXISTS predictions_ts ON predictions (ts);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    ts TEXT NOT NULL,
-    text TEXT NOT NULL,
-    label INTEGER NOT NULL            -- 1 positive, 0 negative
-);
-"""
+METADATA = sa.MetaData()
+PREDICTIONS = sa.Table(
+    "predictions", METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Text, nullable=False),            # ISO-8601 UTC, milliseconds
+    sa.Column("model_name", sa.Text),
+    sa.Column("model_version", sa.Text),
+    sa.Column("endpoint", sa.Text),
+    sa.Column("n_chars", sa.Integer, nullable=False),
+    sa.Column("n_tokens", sa.Integer, nullable=False),
+    sa.Column("unk_ratio", sa.Float, nullable=False),
+    sa.Column("label", sa.Text, nullable=False),         # Positive / Negative
+    sa.Column("confidence", sa.Float, nullable=False),   # probability of the returned label
+    sa.Column("p_positive", sa.Float, nullable=False),
+    sa.Column("latency_ms", sa.Float),
+    sa.Column("text", sa.Text),                          # NULL unless raw-text logging is switched on
+    sa.Index("predictions_ts", "ts"),
+    sqlite_autoincrement=True,
+)
+FEEDBACK = sa.Table(
+    "feedback", METADATA,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("ts", sa.Text, nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("label", sa.Integer, nullable=False),      # 1 positive, 0 negative
+    sqlite_autoincrement=True,
+)
 PREDICTION_COLUMNS = (
     "ts", "model_name", "model_version", "endpoint", "n_chars", "n_tokens", "unk_ratio",
     "label", "confidence", "p_positive", "latency_ms", "text",
 )
+PASSWORD_ENV = "INFERENCE_DB_PASSWORD"
+_SCHEMA_LOCK = 7_254_911  # PostgreSQL advisory lock: replicas starting together create the tables once
 
 
 def default_path() -> Path:
     return state_dir() / "inference.db"
 
 
+def is_url(target: str | Path | None) -> bool:
+    """True for a database URL (``postgresql://…``, ``sqlite:///…``), False for a file path."""
+    return isinstance(target, str) and "://" in target
+
+
 def resolve_path(path: str | Path | None = None) -> Path:
+    """The SQLite file of a path (or the default); URLs have none: use :func:`describe`."""
+    if is_url(path):
+        raise ValueError("a database URL has no file path")
     return Path(path) if path else default_path()
+
+
+def database_url(target: str | Path | None = None) -> sa.URL:
+    """The SQLAlchemy URL of a path or URL, with the password from the environment when the URL has none."""
+    if not is_url(target):
+        return sa.URL.create("sqlite", database=str(resolve_path(target)))
+    url = sa.make_url(str(target))
+    password = os.environ.get(PASSWORD_ENV)
+    if not password and os.environ.get(f"{PASSWORD_ENV}_FILE"):
+        password = Path(os.environ[f"{PASSWORD_ENV}_FILE"]).read_text().strip()
+    if url.password is None and password:
+        url = url.set(password=password)
+    return url
+
+
+def describe(target: str | Path | None = None) -> str:
+    """Where the log is, printable: the file's path, or the URL with its password masked."""
+    if not is_url(target):
+        return str(resolve_path(target))
+    return database_url(target).render_as_string(hide_password=True)
 
 
 def utcnow() -> str:
     return now("milliseconds")
 
 
-def connect(path: str | Path | None = None) -> sqlite3.Connection:
-    """Open (and create) the database with WAL so readers never block the writer."""
-    db = resolve_path(path)
-    db.parent.mkdir(parents=True, exist_ok=True)
-    conn = sqlite3.connect(db, timeout=30, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode=WAL")
-    conn.executescript(SCHEMA)
-    return conn
+class LogDatabase:
+    """An open inference log: a SQLAlchemy engine on it, its tables created. ``close()`` releases it."""
+
+    def __init__(self, target: str | Path | None = None) -> None:
+        url = database_url(target)
+        self.url = url.render_as_string(hide_password=True)
+        if url.get_backend_name() == "sqlite":
+            Path(url.database).parent.mkdir(parents=True, exist_ok=True)
+            self.engine = sa.create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+            sa.event.listen(self.engine, "connect", _sqlite_wal)
+        else:
+            self.engine = sa.create_engine(url, pool_pre_ping=True, pool_size=2, max_overflow=2)
+        with self.engine.begin() as conn:
+            if conn.dialect.name == "postgresql":
+                conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK})
+            METADATA.create_all(conn)
+
+    def close(self) -> None:
+        self.engine.dispose()
 
 
-def append_predictions(conn: sqlite3.Connection, rows: Iterable[dict[str, Any]]) -> int:
+def _sqlite_wal(dbapi_conn: Any, _record: Any) -> None:
+    """WAL, so that readers (the monitor) never block the writer (the app)."""
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.close()
+
+
+def connect(target: str | Path | None = None) -> LogDatabase:
+    """Open (and create) the log at a path or URL (None: the default SQLite file)."""
+    return LogDatabase(target)
+
+
+def append_predictions(db: LogDatabase, rows: Iterable[dict[str, Any]]) -> int:
     """Insert prediction rows (dicts with PREDICTION_COLUMNS; missing ones are NULL)."""
-    values = [tuple(row.get(c) for c in PREDICTION_COLUMNS) for row in rows]
-    placeholders = ", ".join("?" for _ in PREDICTION_COLUMNS)
-    with conn:
-        conn.executemany(f"INSERT INTO predictions ({', '.join(PREDICTION_COLUMNS)}) VALUES ({placeholders})", values)
+    values = [{c: row.get(c) for c in PREDICTION_COLUMNS} for row in rows]
+    if values:
+        with db.engine.begin() as conn:
+            conn.execute(PREDICTIONS.insert(), values)
     return len(values)
 
 
@@ -124,32 +184,50 @@ def scored_rows(
     )
 
 
-def add_feedback(conn: sqlite3.Connection, text: str, label: int) -> int:
-    with conn:
-        cur = conn.execute("INSERT INTO feedback (ts, text, label) VALUES (?, ?, ?)", (utcnow(), text, int(label)))
-    return int(cur.lastrowid)
+def add_feedback(db: LogDatabase, text: str, label: int) -> int:
+    with db.engine.begin() as conn:
+        result = conn.execute(FEEDBACK.insert().values(ts=utcnow(), text=text, label=int(label)))
+    return int(result.inserted_primary_key[0])
+
+
+def exists(target: str | Path | None = None) -> bool:
+    """Whether there is a log to read: the SQLite file exists, or the database answers."""
+    if not is_url(target):
+        return resolve_path(target).exists()
+    engine = sa.create_engine(database_url(target))
+    try:
+        with engine.connect():
+            return True
+    finally:
+        engine.dispose()
 
 
 def read_predictions(
-    path: str | Path | None = None, since: str | None = None, until: str | None = None
+    target: str | Path | None = None, since: str | None = None, until: str | None = None
 ) -> pd.DataFrame:
-    """Prediction rows in [since, until) (ISO timestamps), oldest first."""
-    db = resolve_path(path)
-    if not db.exists():
+    """Prediction rows in [since, until) (ISO timestamps), oldest first, from every writer of the log."""
+    if not is_url(target) and not resolve_path(target).exists():
         return pd.DataFrame(columns=["id", *PREDICTION_COLUMNS])
-    query, args = "SELECT * FROM predictions WHERE 1=1", []
+    query = sa.select(PREDICTIONS)
     if since:
-        query, args = query + " AND ts >= ?", [*args, since]
+        query = query.where(PREDICTIONS.c.ts >= since)
     if until:
-        query, args = query + " AND ts < ?", [*args, until]
-    with closing(connect(db)) as conn:
-        return pd.read_sql_query(query + " ORDER BY ts, id", conn, params=args)
+        query = query.where(PREDICTIONS.c.ts < until)
+    db = connect(target)
+    try:
+        with db.engine.connect() as conn:
+            return pd.read_sql_query(query.order_by(PREDICTIONS.c.ts, PREDICTIONS.c.id), conn)
+    finally:
+        db.close()
 
 
-def read_feedback(path: str | Path | None = None) -> pd.DataFrame:
+def read_feedback(target: str | Path | None = None) -> pd.DataFrame:
     """Labelled feedback as ``text``/``label`` rows."""
-    db = resolve_path(path)
-    if not db.exists():
+    if not is_url(target) and not resolve_path(target).exists():
         return pd.DataFrame(columns=["id", "ts", "text", "label"])
-    with closing(connect(db)) as conn:
-        return pd.read_sql_query("SELECT * FROM feedback ORDER BY id", conn)
+    db = connect(target)
+    try:
+        with db.engine.connect() as conn:
+            return pd.read_sql_query(sa.select(FEEDBACK).order_by(FEEDBACK.c.id), conn)
+    finally:
+        db.close()

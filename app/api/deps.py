@@ -9,6 +9,7 @@ different settings (the tests do).  Routes use the ``Annotated`` aliases
 from __future__ import annotations
 
 import secrets
+import threading
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, status
@@ -18,6 +19,9 @@ from app.model import LoadedModel, ModelManager
 from app.schemas import ErrorMessage
 from app.settings import Settings
 from app.telemetry import ServingMetrics
+from scoring import inference_log
+
+_open_log = threading.Lock()
 
 
 async def get_settings(request: Request) -> Settings:
@@ -33,6 +37,15 @@ async def get_manager(request: Request) -> ModelManager:
 async def get_metrics(request: Request) -> ServingMetrics:
     """The app's Prometheus metrics."""
     return request.app.state.metrics
+
+
+def get_log_db(request: Request) -> inference_log.LogDatabase:
+    """The inference log's database, opened once per app (by the lifespan, else here on first use)."""
+    state = request.app.state
+    with _open_log:
+        if state.logdb is None:
+            state.logdb = inference_log.connect(state.settings.inference_db_target)
+    return state.logdb
 
 
 # what routes add to their OpenAPI responses: served_model's 503, BodyLimitMiddleware's 413 (any POST)
@@ -72,4 +85,5 @@ def require_admin(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
+LogDbDep = Annotated[inference_log.LogDatabase, Depends(get_log_db)]
 ServedModel = Annotated[LoadedModel, Depends(served_model)]

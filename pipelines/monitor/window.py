@@ -13,7 +13,13 @@ from scoring import inference_log
 
 def validate(monitor: MonitorSection, inference_db: str = "") -> None:
     """Refuse monitor parameters that cannot work (ConfigError names the parameter)."""
-    if inference_db and not Path(inference_db).expanduser().is_file():
+    if inference_db and inference_log.is_url(inference_db):
+        try:
+            inference_log.exists(inference_db)
+        except Exception as exc:  # the driver's error says why (refused, password, no such database)
+            where = inference_log.describe(inference_db)
+            raise ConfigError(f"parameter inference_db: cannot connect to {where}: {exc}".splitlines()[0]) from exc
+    elif inference_db and not Path(inference_db).expanduser().is_file():
         raise ConfigError(f"parameter inference_db: {inference_db} does not exist")
     ref = monitor.reference_profile
     if ref and ":/" not in ref and not Path(ref).expanduser().is_file():

@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from contextlib import closing
 from typing import Annotated
 
 from fastapi import APIRouter, Body, status
 
-from app.api.deps import BODY_TOO_LARGE, SettingsDep
+from app.api.deps import BODY_TOO_LARGE, LogDbDep, SettingsDep
 from app.errors import JSONBodyRoute, check_text_lengths
 from app.schemas import FeedbackRequest, FeedbackResponse
 from scoring import inference_log
@@ -23,10 +22,9 @@ FEEDBACK_EXAMPLES = {
 @router.post("/feedback", response_model=FeedbackResponse, status_code=status.HTTP_201_CREATED,
              responses=BODY_TOO_LARGE)
 def feedback(
-    settings: SettingsDep, body: Annotated[FeedbackRequest, Body(openapi_examples=FEEDBACK_EXAMPLES)]
+    settings: SettingsDep, logdb: LogDbDep, body: Annotated[FeedbackRequest, Body(openapi_examples=FEEDBACK_EXAMPLES)]
 ) -> FeedbackResponse:
     """Store a labelled review for the next retraining (``include_feedback``)."""
     check_text_lengths([body.text], settings.max_text_chars, "text")
-    with closing(inference_log.connect(settings.inference_db_path)) as conn:
-        row_id = inference_log.add_feedback(conn, body.text, body.label)
+    row_id = inference_log.add_feedback(logdb, body.text, body.label)
     return FeedbackResponse(id=row_id, label=body.label)
