@@ -84,15 +84,25 @@ class Cluster:
         self.wait_in_rotation(len(self.replicas))
         return self
 
-    def servers_up(self) -> dict[str, str]:
-        """``{replica: HAProxy's status}`` (UP, DOWN, …) from the stats socket."""
+    def admin(self, command: str) -> str:
+        """One command on HAProxy's runtime API (its stats socket), e.g. ``disable server replicas/r3``."""
         with socket.socket(socket.AF_UNIX) as sock:
             sock.connect(str(self.run_dir / "haproxy.sock"))
-            sock.sendall(b"show stat\n")
+            sock.sendall(command.encode() + b"\n")
             data = b""
             while chunk := sock.recv(65536):
                 data += chunk
-        lines = data.decode().lstrip("# ").splitlines()
+        return data.decode()
+
+    def use(self, n: int) -> None:
+        """Route to the first ``n`` replicas only (the others stay up, idle: MAINT in HAProxy)."""
+        for i, replica in enumerate(self.replicas):
+            self.admin(f"{'enable' if i < n else 'disable'} server replicas/{replica.name}")
+        self.wait_in_rotation(n)
+
+    def servers_up(self) -> dict[str, str]:
+        """``{replica: HAProxy's status}`` (UP, DOWN, MAINT…) from the stats socket."""
+        lines = self.admin("show stat").lstrip("# ").splitlines()
         header = lines[0].split(",")
         rows = [dict(zip(header, line.split(","), strict=False)) for line in lines[1:] if line]
         return {r["svname"]: r["status"] for r in rows if r.get("pxname") == "replicas" and r["svname"].startswith("r")}
