@@ -95,6 +95,15 @@ mlflow-ui: $(STAMP)  ## MLflow UI on the project's tracking store
 	$(BIN)/mlflow ui --backend-store-uri sqlite:///$(CURDIR)/mlflow.db \
 		--default-artifact-root $(CURDIR)/mlartifacts --host 127.0.0.1 --port $(MLFLOW_PORT)
 
+# N API processes behind HAProxy on PORT (Debian: apt-get install haproxy); see docs/deploy.md
+N ?= 3
+.PHONY: replicas replicas-down
+replicas: $(STAMP)  ## N replicas (default 3) of the API behind HAProxy on PORT; returns once all are ready
+	PATH="$$PATH:/usr/sbin" $(BIN)/python -m tools.replicas up -n $(N) --port $(PORT)
+
+replicas-down: $(STAMP)  ## stop what `make replicas` started (each replica drains, then exits)
+	$(BIN)/python -m tools.replicas down
+
 bench: $(STAMP)  ## benchmarks → bench/results/*.json + BENCHMARKS.md (≤ 20 min; BENCH_TRACKING_URI=… to choose the store; ARGS=batch: ≈ 1 h more)
 	$(BIN)/python -m bench $(ARGS)
 

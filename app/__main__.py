@@ -1,9 +1,6 @@
-"""``python -m app``: serve ``app.main:app`` with uvicorn on HOST:PORT (one worker: the model is in memory)."""
+"""``python -m app``: serve the API on HOST:PORT with a drain on SIGTERM (:mod:`app.server`)."""
 
-import uvicorn
-
-from app.settings import Settings
+from app.server import serve
 
 if __name__ == "__main__":
-    settings = Settings()
-    uvicorn.run("app.main:app", host=settings.host, port=settings.port, workers=1, log_level="info")
+    serve()

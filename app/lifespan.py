@@ -3,14 +3,19 @@
 Startup configures logging and the runtimes (torch threads, no progress bars), points
 MLflow at the tracking store, starts the inference log writer, and loads the model
 on a one-thread executor (one load at a time, never on the event loop); while serving,
-a task reloads every ``RELOAD_INTERVAL_S`` seconds when the alias moved.  What it
+a task reloads every ``RELOAD_INTERVAL_S`` seconds (± ``RELOAD_JITTER``, so replicas
+started together do not poll the registry together) when the alias moved.  What it
 creates lives on ``app.state``: ``manager``, ``writer``, ``loader``.
+
+Shutdown (after uvicorn has finished the requests in flight) stops polling, scores what
+the micro-batcher still holds, and flushes the inference log.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import random
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import asynccontextmanager, suppress
@@ -60,7 +65,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     await loop.run_in_executor(executor, manager.reload, "startup")
     poller = None
     if settings.reload_interval_s > 0:
-        poller = asyncio.create_task(_poll(manager, settings.reload_interval_s, executor))
+        poller = asyncio.create_task(_poll(manager, settings.reload_interval_s, settings.reload_jitter, executor))
     try:
         yield
     finally:
@@ -76,11 +81,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         logdb.close()
 
 
-async def _poll(manager: ModelManager, interval: float, executor: ThreadPoolExecutor) -> None:
-    """Reload (if the alias moved) every ``interval`` seconds, whatever the previous attempt did."""
+def poll_delay(interval: float, jitter: float) -> float:
+    """The wait before the next alias check: ``interval`` × a uniform factor in [1 − jitter, 1 + jitter]."""
+    return interval * random.uniform(1 - jitter, 1 + jitter)
+
+
+async def _poll(manager: ModelManager, interval: float, jitter: float, executor: ThreadPoolExecutor) -> None:
+    """Reload (if the alias moved) every ``interval`` (± ``jitter``) seconds, whatever the previous attempt did."""
     loop = asyncio.get_running_loop()
     while True:
-        await asyncio.sleep(interval)
+        await asyncio.sleep(poll_delay(interval, jitter))
         try:
             await loop.run_in_executor(executor, manager.reload, "poll")
         except Exception:  # keep polling whatever happened

@@ -40,6 +40,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     )
     app.mount(SWAGGER_STATIC, StaticFiles(directory=str(swagger_ui_path)), name="swagger")
     app.state.settings = settings
+    app.state.draining = False  # set by app.server on SIGTERM: /ready answers 503 from then on
     app.state.metrics = ServingMetrics()
     app.state.logdb = None  # the inference log's database, opened by the lifespan or the first /feedback
     app.state.batcher = MicroBatcher(settings.micro_batch_ms, settings.max_batch) if settings.micro_batch_ms else None

@@ -46,6 +46,18 @@ class Settings(BaseSettings):
     torch_threads: int = Field(default_factory=_default_threads, ge=1, description="cap on torch threads")
     onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = ORT's default (all cores)")
     reload_interval_s: float = Field(30.0, ge=0, description="alias polling period; 0 = off")
+    reload_jitter: float = Field(
+        0.2, ge=0, lt=1,
+        description="each poll waits RELOAD_INTERVAL_S × (1 ± this): replicas do not hit the registry together",
+    )
+    drain_s: float = Field(
+        0.0, ge=0, le=300,
+        description="`python -m app` on SIGTERM: /ready answers 503 for this long (the balancer takes the replica "
+                    "out) while requests are still served, then uvicorn stops listening and finishes in-flight ones",
+    )
+    graceful_timeout_s: float = Field(
+        20.0, gt=0, le=600, description="`python -m app`: longest wait for in-flight requests after SIGTERM's drain",
+    )
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = disabled")
     max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1)
     max_batch: int = Field(64, ge=1)

@@ -237,10 +237,40 @@ def goals() -> list[str]:
             common.table(rows, ["goal", "measured", "target", "met", "conditions"]), ""]
 
 
+def replicas(r: dict[str, Any]) -> list[str]:
+    sc = r["scenarios"]
+    move, kill, roll = sc["alias_move"], sc["sigkill"], sc["rolling_restart"]
+    switches = [{"replica": k, "versions": " → ".join(v["versions"]), "switch_after_s": v["switch_after_s"],
+                 "flaps": v["flaps"], "answers": v["answers"]} for k, v in move["replicas"].items()]
+    return [
+        "### Replicas behind HAProxy: 1, 2, 3 replicas; alias move, SIGKILL, rolling restart under load",
+        _conditions(r), "",
+        f"Model v{r['model_version']}; `python -m app` replicas (`BACKEND=onnx-int8`, `MICRO_BATCH_MS=3`) behind "
+        f"HAProxy (`make replicas`), {r['clients']} closed-loop clients through the balancer, one sentence per "
+        f"request; {r['seconds_per_cell']:.0f} s per cell. 1 and 2 replicas = the 3-replica cluster with the others "
+        "in MAINT (same processes, in turn); `threads` = ONNX_THREADS = TORCH_THREADS per replica.", "",
+        common.table(r["rows"], ["replicas", "threads", "rps", "p50_ms", "p95_ms", "p99_ms", "n", "errors"], 1), "",
+        f"Scenarios on 3 replicas with {r['best_threads']} thread(s) each (the best total above), "
+        f"{r['seconds_per_scenario']:.0f} s of load each, alias polled every {r['poll_s']:.0f} s ± "
+        f"{100 * r['jitter']:.0f} % (documented bound: {move['bound_s']}):", "",
+        f"* alias moved v{move['from_version']} → v{move['to_version']} at a third of the run: "
+        f"**{move['failed']} failed** of {move['requests']} requests; per replica:", "",
+        common.table(switches, ["replica", "versions", "switch_after_s", "flaps", "answers"], 2), "",
+        f"* {kill['killed']} SIGKILLed at a third of the run: **{kill['failed']} failed** of {kill['requests']} "
+        f"(at most the {r['clients']} in flight; HAProxy retries requests whose connection broke before an answer); "
+        f"answers from it 2 s after the kill: {kill['answers_from_killed_after_2s']}; HAProxy status: "
+        f"{kill['haproxy_status']}.",
+        f"* rolling restart (SIGTERM one replica at a time, the next once the restarted one is back in rotation): "
+        f"**{roll['failed']} failed** of {roll['requests']} over {roll['seconds']:.0f} s; exits after SIGTERM "
+        f"(drain included): {', '.join(f'{x:.1f} s' for x in roll['exit_after_sigterm_s'])}.", "",
+    ]
+
+
 def render() -> str:
     parts = [BEGIN, "", *goals()]
     for name, fn in (("quality", quality), ("serving", serving), ("long_reviews", long_reviews),
-                     ("inprocess", inprocess), ("training", training), ("overhead", overhead), ("batch", batch)):
+                     ("inprocess", inprocess), ("training", training), ("overhead", overhead), ("batch", batch),
+                     ("replicas", replicas)):
         r = _load(name)
         if r is not None:
             parts += fn(r)

@@ -91,7 +91,7 @@ def metric_value(server: Server, name: str, **labels: str) -> float:
 # -- serving ----------------------------------------------------------------------------------
 def test_health_ready_and_model_info(api):
     assert api.client.get("/health").json() == {"status": "ok"}
-    assert api.client.get("/ready").json() == {"status": "ready", "model_version": "1"}
+    assert api.client.get("/ready").json() == {"status": "ready", "model_version": "1", "last_reload_error": None}
     info = api.client.get("/model").json()
     assert info["loaded"] and (info["name"], info["version"], info["alias"]) == ("sentiment", "1", "production")
     assert info["run_id"] and info["loaded_at"] and info["last_reload_error"] is None
@@ -295,7 +295,9 @@ def test_broken_version_leaves_the_old_one_serving(api, poller, store):
     info = api.client.get("/model").json()
     assert info["version"] == "1" and info["last_reload_error"]["target_version"] == v3
     assert "transformers" in info["last_reload_error"]["message"]
-    assert api.client.get("/ready").status_code == 200
+    ready = api.client.get("/ready")  # still ready: the old version serves, and the failure is reported
+    assert ready.status_code == 200 and ready.headers["X-Model-Version"] == "1"
+    assert "transformers" in ready.json()["last_reload_error"]
     assert predict(api, NEGATIVE_REVIEW)["model_version"] == "1"
     assert metric_value(api, "sentiment_model_reloads_total", result="failure") == 1
 

@@ -162,6 +162,14 @@ def app_server(log: Path, env: dict[str, str] | None = None, port: int | None = 
     return ServerProcess(cmd, port, log, env, "/ready", name="app")
 
 
+def app_main_server(log: Path, env: dict[str, str] | None = None, port: int | None = None,
+                    name: str = "app") -> ServerProcess:
+    """The serving app as ``python -m app`` runs it (:mod:`app.server`: drains on SIGTERM), on 127.0.0.1:port."""
+    port = port or free_port()
+    env = {**(env or {}), "HOST": "127.0.0.1", "PORT": str(port)}
+    return ServerProcess([sys.executable, "-m", "app"], port, log, env, "/ready", name=name)
+
+
 def mlflow_server(tracking_uri: str, artifacts: Path, log: Path, port: int | None = None) -> ServerProcess:
     """``mlflow server`` on a store (UI, REST API), ready on ``/health``."""
     port = port or free_port()

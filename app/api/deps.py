@@ -12,7 +12,7 @@ import secrets
 import threading
 from typing import Annotated, Any
 
-from fastapi import Depends, HTTPException, Request, status
+from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app.model import LoadedModel, ModelManager
@@ -53,6 +53,15 @@ NO_MODEL: dict[int | str, dict[str, Any]] = {503: {"model": ErrorMessage, "descr
 BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorMessage, "description": "request body over MAX_BODY_BYTES"},
 }
+
+
+# every answer scored by a model (and /ready) names its version here: which replica served what, behind a balancer
+VERSION_HEADER = "X-Model-Version"
+
+
+def tag_version(response: Response, model: LoadedModel) -> None:
+    """Put the served version in ``response``'s :data:`VERSION_HEADER`."""
+    response.headers[VERSION_HEADER] = model.identity.version
 
 
 async def served_model(request: Request) -> LoadedModel:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from app.api.routes import admin, docs, feedback, ops, predict
+from app.api.routes import admin, docs, feedback, mlflow_scoring, ops, predict, v2
 
 api_router = APIRouter()
 api_router.include_router(docs.router)
@@ -12,3 +12,5 @@ api_router.include_router(predict.router)
 api_router.include_router(feedback.router)
 api_router.include_router(ops.router)
 api_router.include_router(admin.router)
+api_router.include_router(mlflow_scoring.router)
+api_router.include_router(v2.router)

@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from fastapi import APIRouter
+from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.deps import NO_MODEL, ManagerDep, MetricsDep, ServedModel, SettingsDep
+from app.api.deps import NO_MODEL, ManagerDep, MetricsDep, ServedModel, SettingsDep, tag_version
 from app.schemas import ModelInfo
 
 router = APIRouter(tags=["ops"])
@@ -21,9 +21,16 @@ async def health() -> dict[str, str]:
 
 
 @router.get("/ready", responses=NO_MODEL)
-async def ready(model: ServedModel) -> dict[str, str]:
-    """A model is loaded and requests are scored."""
-    return {"status": "ready", "model_version": model.identity.version}
+async def ready(request: Request, response: Response, model: ServedModel, manager: ManagerDep) -> dict[str, Any]:
+    """A model is loaded and requests are scored: its version, and why the last reload failed (if it did).
+
+    A failed reload keeps the replica ready (the previous version serves); 503 once SIGTERM started the drain.
+    """
+    if request.app.state.draining:
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down: draining before exit")
+    tag_version(response, model)
+    return {"status": "ready", "model_version": model.identity.version,
+            "last_reload_error": (manager.last_error or {}).get("message")}
 
 
 @router.get("/model", response_model=ModelInfo)

@@ -10,10 +10,10 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request
+from fastapi import APIRouter, Body, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import BODY_TOO_LARGE, NO_MODEL, SettingsDep, served_model
+from app.api.deps import BODY_TOO_LARGE, NO_MODEL, SettingsDep, served_model, tag_version
 from app.errors import JSONBodyRoute, check_batch_size, check_text_lengths
 from app.logwriter import InferenceLogWriter
 from app.model import LoadedModel
@@ -56,20 +56,24 @@ async def score_texts(request: Request, texts: list[str], endpoint: str) -> tupl
 
 @router.post("/predict", response_model=PredictResponse, responses=NO_MODEL | BODY_TOO_LARGE)
 async def predict(
-    request: Request, settings: SettingsDep, body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)]
+    request: Request, response: Response, settings: SettingsDep,
+    body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)],
 ) -> PredictResponse:
     """Sentiment of one review: the label and the probability of that label."""
     check_text_lengths([body.text], settings.max_text_chars, "text")
     (prediction,), model = await score_texts(request, [body.text], "/predict")
+    tag_version(response, model)
     return PredictResponse(**prediction, model_version=model.identity.version)
 
 
 @router.post("/predict/batch", response_model=BatchResponse, responses=NO_MODEL | BODY_TOO_LARGE)
 async def predict_batch(
-    request: Request, settings: SettingsDep, body: Annotated[BatchRequest, Body(openapi_examples=BATCH_EXAMPLES)]
+    request: Request, response: Response, settings: SettingsDep,
+    body: Annotated[BatchRequest, Body(openapi_examples=BATCH_EXAMPLES)],
 ) -> BatchResponse:
     """Sentiment of up to MAX_BATCH reviews, in order."""
     check_batch_size(len(body.texts), settings.max_batch)
     check_text_lengths(body.texts, settings.max_text_chars, "texts")
     predictions, model = await score_texts(request, body.texts, "/predict/batch")
+    tag_version(response, model)
     return BatchResponse(predictions=predictions, model_version=model.identity.version)
