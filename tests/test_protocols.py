@@ -167,3 +167,33 @@ def test_open_inference_protocol_answers_what_predict_answers(server, expected):
     bad = post("/v2/models/sentiment/infer", json={"inputs": [{**body["inputs"][0], "datatype": "FP32"}]})
     assert bad.status_code == 400 and "BYTES" in bad.json()["error"]
     assert not {p for p in httpx.get(server.url + "/openapi.json").json()["paths"] if p.startswith(("/v2", "/inv"))}
+
+
+@pytest.mark.e2e
+def test_tritons_own_v2_client_gets_what_predict_answers(server, expected):
+    """tritonclient's HTTP client (also what KServe V2 clients speak): health, metadata, infer with a BYTES tensor."""
+    import numpy as np
+    import tritonclient.http as triton
+
+    client = triton.InferenceServerClient(f"127.0.0.1:{server.port}")
+    try:
+        assert client.is_server_live() and client.is_server_ready() and client.is_model_ready("sentiment")
+        metadata = client.get_model_metadata("sentiment")
+        assert metadata["versions"] == ["1"] and metadata["inputs"][0]["datatype"] == "BYTES"
+        text = triton.InferInput("text", [len(TEXTS)], "BYTES")
+        text.set_data_from_numpy(np.array(TEXTS, dtype=object), binary_data=False)
+        outputs = [triton.InferRequestedOutput(name, binary_data=False) for name in ("sentiment", "confidence")]
+        result = client.infer("sentiment", [text], outputs=outputs, request_id="req-9")
+        answer = result.get_response()
+        assert (answer["model_name"], answer["model_version"], answer["id"]) == ("sentiment", "1", "req-9")
+        sentiments = [s.decode() if isinstance(s, bytes) else s for s in result.as_numpy("sentiment").tolist()]
+        confidences = result.as_numpy("confidence").tolist()
+        assert [{"sentiment": s, "confidence": c, "model_version": "1"}
+                for s, c in zip(sentiments, confidences, strict=True)] == expected
+        # Triton's binary tensor extension is not part of the protocol: a 4xx that says so, not a crash
+        text.set_data_from_numpy(np.array(TEXTS, dtype=object), binary_data=True)
+        with pytest.raises(triton.InferenceServerException) as refused:
+            client.infer("sentiment", [text])
+        assert refused.value.status() == "400" and "binary_data=False" in refused.value.message()
+    finally:
+        client.close()

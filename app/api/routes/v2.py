@@ -97,6 +97,9 @@ async def infer(request: Request, settings: SettingsDep, name: str, version: str
     """Score the texts of one BYTES tensor: outputs ``sentiment`` and ``confidence``, one element per text."""
     try:
         _model(request, name, version)
+        if "inference-header-content-length" in request.headers:
+            raise ProtocolError("binary tensor data (Triton's extension, Inference-Header-Content-Length) is not "
+                                "supported: send the tensors as JSON (tritonclient: binary_data=False)")
         body = await request.json()
         texts = check_texts(v2_texts(body), settings.max_batch, settings.max_text_chars)
     except _NotServed as err:
