@@ -10,16 +10,9 @@ from __future__ import annotations
 
 import json
 import os
-from pathlib import Path
 
 from tools.stack.processes import Daemon, find_binary
-from tools.stack.settings import StackSettings
-
-
-def _write_private(path: Path, text: str) -> None:
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
+from tools.stack.settings import StackSettings, write_private
 
 
 class ObjectStore:
@@ -44,14 +37,14 @@ class ObjectStore:
         (self.root / "data").mkdir(parents=True, exist_ok=True)
         identity = {"name": "mlflow-server", "actions": ["Admin", "Read", "Write", "List", "Tagging"],
                     "credentials": [{"accessKey": s.secret("s3_access_key"), "secretKey": s.secret("s3_secret_key")}]}
-        _write_private(self.root / "s3.json", json.dumps({"identities": [identity]}))
+        write_private(self.root / "s3.json", json.dumps({"identities": [identity]}))
         jwt = "\n".join(
             f'[{section}]\nkey = "{s.secret(name)}"\nexpires_after_seconds = 10\n'
             for section, name in (("jwt.signing", "weed_jwt_write"), ("jwt.signing.read", "weed_jwt_read"),
                                   ("jwt.filer_signing", "weed_filer_jwt_write"),
                                   ("jwt.filer_signing.read", "weed_filer_jwt_read"))
         )
-        _write_private(self.root / "security.toml", jwt)  # weed reads ./security.toml: cwd is self.root
+        write_private(self.root / "security.toml", jwt)  # weed reads ./security.toml: cwd is self.root
         command = [
             self.weed, "mini", "-dir=data", f"-ip={s.host}", f"-ip.bind={s.host}", "-master.telemetry=false",
             "-webdav=false", "-admin.ui=false", f"-master.port={s.weed_master_port}",

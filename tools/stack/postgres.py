@@ -14,8 +14,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from tools.stack.processes import StackError, find_binary
-from tools.stack.settings import StackSettings
+from tools.stack.processes import StackError, find_binary, log_tail
+from tools.stack.settings import StackSettings, write_private
 
 DATABASES = {"mlflow": "mlflow", "mlflow_auth": "mlflow", "inference": "inference"}  # database → owner role
 ROLES = {"mlflow": "mlflow_db_password", "inference": "inference_db_password"}  # role → its secret
@@ -71,9 +71,7 @@ class Postgres:
 
     def _initdb(self) -> None:
         pwfile = self.root / ".initdb-password"
-        fd = os.open(pwfile, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as out:
-            out.write(self.settings.secret("postgres_password"))
+        write_private(pwfile, self.settings.secret("postgres_password"))
         if self.as_user:
             shutil.chown(pwfile, self.as_user, self.as_user)
         try:
@@ -116,7 +114,4 @@ class Postgres:
         return True
 
     def tail(self, lines: int = 20) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return ""
+        return log_tail(self.log_file, lines)

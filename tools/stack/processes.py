@@ -108,10 +108,15 @@ class Daemon:
         return True
 
     def tail(self, lines: int = 30) -> str:
-        try:
-            return "\n".join(self.log_file.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
-            return "(no log)"
+        return log_tail(self.log_file, lines)
+
+
+def log_tail(path: Path, lines: int = 30) -> str:
+    """The last ``lines`` of a log file, or ``(no log)``."""
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
+    except OSError:
+        return "(no log)"
 
 
 def _alive(pid: int) -> bool:

@@ -81,10 +81,15 @@ class StackSettings(BaseSettings):
         if not path.is_file():
             path.parent.mkdir(parents=True, exist_ok=True, mode=0o700)
             value = secrets.token_hex(10) if name == "s3_access_key" else secrets.token_urlsafe(24)
-            fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-            with os.fdopen(fd, "w") as out:
-                out.write(value)
+            write_private(path, value, exclusive=True)  # never replace a secret another `up` just made
         return path.read_text().strip()
+
+
+def write_private(path: Path, text: str, exclusive: bool = False) -> None:
+    """Write ``text`` to ``path``, readable by its owner only (0600 from the start); ``exclusive``: a new file."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | (os.O_EXCL if exclusive else os.O_TRUNC), 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write(text)
 
 
 def free_port_settings(home: Path, host: str = "127.0.0.1") -> StackSettings:

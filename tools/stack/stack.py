@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import os
 import time
 from pathlib import Path
 
 from tools.stack.objectstore import ObjectStore
 from tools.stack.postgres import Postgres
 from tools.stack.processes import StackError, check_ports_free
-from tools.stack.settings import StackSettings
+from tools.stack.settings import StackSettings, write_private
 from tools.stack.tracking_server import TrackingServer
 
 
@@ -81,6 +80,4 @@ class Stack:
 
 def write_env_file(path: Path, env: dict[str, str]) -> None:
     """``KEY=value`` lines (mode 0600), for ``set -a; . file; set +a`` or docker's ``--env-file``."""
-    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.writelines(f"{key}={value}\n" for key, value in env.items())
+    write_private(path, "".join(f"{key}={value}\n" for key, value in env.items()))
