@@ -54,6 +54,12 @@ def move_alias(uri: str, version: str) -> None:
                                                                               version)
 
 
+def latency(records: list[loadgen.Record], seconds: float) -> dict[str, float]:
+    """Throughput (successful answers per second) and the latency statistics of the successful requests."""
+    ok = [r.end - r.start for r in records if r.status == 200]
+    return {"rps": len(ok) / seconds, **common.latency_stats(ok)}
+
+
 def throughput(cluster: Cluster, threads: int, seconds: float) -> list[dict[str, Any]]:
     rows = []
     for n in REPLICAS:
@@ -61,7 +67,7 @@ def throughput(cluster: Cluster, threads: int, seconds: float) -> list[dict[str,
         asyncio.run(loadgen.closed_loop(cluster.url, CLIENTS, 2))  # warm-up
         records, _, _ = asyncio.run(loadgen.closed_loop(cluster.url, CLIENTS, seconds))
         elapsed = max(r.end for r in records) - min(r.start for r in records)
-        row = {"replicas": n, "threads": threads, **loadgen.latency(records, elapsed),
+        row = {"replicas": n, "threads": threads, **latency(records, elapsed),
                "errors": len(loadgen.failures(records))}
         print(f"  {n} replica(s), {threads} thread(s): {row['rps']:.1f} req/s, p50 {row['p50_ms']:.1f} ms, "
               f"p99 {row['p99_ms']:.1f} ms, {row['errors']} errors, load {common.loadavg()[0]}", flush=True)
@@ -74,7 +80,7 @@ def summary(records: list[loadgen.Record], seconds: float) -> dict[str, Any]:
     failed = loadgen.failures(records)
     return {"requests": len(records), "failed": len(failed), "failed_examples": [r.error or r.status
                                                                                   for r in failed[:5]],
-            **loadgen.latency(records, seconds)}
+            **latency(records, seconds)}
 
 
 def alias_move(cluster: Cluster, uri: str, seconds: float) -> dict[str, Any]:

@@ -206,28 +206,26 @@ def read_predictions(
     target: str | Path | None = None, since: str | None = None, until: str | None = None
 ) -> pd.DataFrame:
     """Prediction rows in [since, until) (ISO timestamps), oldest first, from every writer of the log."""
-    if not is_url(target) and not resolve_path(target).exists():
-        return pd.DataFrame(columns=["id", *PREDICTION_COLUMNS])
     query = sa.select(PREDICTIONS)
     if since:
         query = query.where(PREDICTIONS.c.ts >= since)
     if until:
         query = query.where(PREDICTIONS.c.ts < until)
-    db = connect(target)
-    try:
-        with db.engine.connect() as conn:
-            return pd.read_sql_query(query.order_by(PREDICTIONS.c.ts, PREDICTIONS.c.id), conn)
-    finally:
-        db.close()
+    return _read(target, query.order_by(PREDICTIONS.c.ts, PREDICTIONS.c.id), ["id", *PREDICTION_COLUMNS])
 
 
 def read_feedback(target: str | Path | None = None) -> pd.DataFrame:
     """Labelled feedback as ``text``/``label`` rows."""
+    return _read(target, sa.select(FEEDBACK).order_by(FEEDBACK.c.id), ["id", "ts", "text", "label"])
+
+
+def _read(target: str | Path | None, query: sa.Select, columns: list[str]) -> pd.DataFrame:
+    """The rows of ``query``; no rows (with ``columns``) when the SQLite file does not exist yet."""
     if not is_url(target) and not resolve_path(target).exists():
-        return pd.DataFrame(columns=["id", "ts", "text", "label"])
+        return pd.DataFrame(columns=columns)
     db = connect(target)
     try:
         with db.engine.connect() as conn:
-            return pd.read_sql_query(sa.select(FEEDBACK).order_by(FEEDBACK.c.id), conn)
+            return pd.read_sql_query(query, conn)
     finally:
         db.close()

@@ -3,7 +3,7 @@
 Each of ``clients`` sends ``POST /predict`` and the next as soon as the answer comes, for ``seconds``; every
 request becomes a :class:`Record` (start/end on one clock, status, ``X-Model-Version``, ``X-Replica``).  While
 the load runs, ``events`` (coroutines: move the alias, kill or restart a replica) run beside it.  The analysis
-functions turn records into the figures the issue asks for: failures, per-replica version switches, latency.
+functions turn records into the figures the issue asks for: failures and per-replica version switches.
 """
 
 from __future__ import annotations
@@ -16,7 +16,6 @@ from dataclasses import dataclass
 from typing import Any
 
 import aiohttp
-import numpy as np
 
 TEXTS = ("The movie was amazing: a warm, funny and beautifully acted film.",
          "A dull, lifeless mess. A complete waste of time.")
@@ -98,12 +97,3 @@ def switches(records: Sequence[Record]) -> dict[str, dict[str, Any]]:
                         "answers": len(mine)}
     return out
 
-
-def latency(records: Sequence[Record], seconds: float) -> dict[str, float]:
-    """Throughput (successful answers per second) and latency percentiles in ms of the successful requests."""
-    ms = np.array([(r.end - r.start) * 1000 for r in records if r.status == 200])
-    if len(ms) == 0:
-        return {"rps": 0.0, "n": 0, "p50_ms": float("nan"), "p99_ms": float("nan")}
-    p50, p95, p99 = np.percentile(ms, [50, 95, 99])
-    return {"rps": len(ms) / seconds, "n": len(ms), "mean_ms": float(ms.mean()), "p50_ms": float(p50),
-            "p95_ms": float(p95), "p99_ms": float(p99)}

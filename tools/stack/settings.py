@@ -8,6 +8,7 @@ They are never written to the repository, to a log or to a command line.
 from __future__ import annotations
 
 import os
+import random
 import secrets
 from pathlib import Path
 
@@ -15,6 +16,7 @@ from pydantic import Field
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from scoring.tracking import state_dir
+from tools.stack.processes import port_taken
 
 # every secret the stack holds; the MLflow users' passwords are what people and services log in with
 SECRETS = (
@@ -97,17 +99,6 @@ def free_port_settings(home: Path, host: str = "127.0.0.1") -> StackSettings:
 
     SeaweedFS' ports are picked so that port + 10000 (its gRPC port) is free too.
     """
-    import random
-    import socket
-
-    def free(port: int) -> bool:
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-            except OSError:
-                return False
-        return True
-
     chosen: set[int] = set()
     rng = random.Random()
 
@@ -115,7 +106,7 @@ def free_port_settings(home: Path, host: str = "127.0.0.1") -> StackSettings:
         while True:
             port = rng.randrange(20000, 45000)
             pair = {port, port + 10000} if grpc else {port}
-            if not pair & chosen and all(free(p) for p in pair):
+            if not pair & chosen and not any(port_taken(host, p) for p in pair):
                 chosen.update(pair)
                 return port
 
