@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 # extra arguments, e.g. make pipeline ARGS="-p epochs 2"
 ARGS   ?=
 
-.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout predict spark-predict bench bench-quick lint format strip-notebooks clean
+.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -109,6 +109,9 @@ bench: $(STAMP)  ## benchmarks → bench/results/*.json + BENCHMARKS.md (≤ 20 
 
 bench-quick: $(STAMP)  ## the same benchmarks, shortened (a few minutes)
 	BENCH_QUICK=1 $(BIN)/python -m bench $(ARGS)
+
+gpu-check: $(STAMP)  ## one epoch in bf16 on CUDA: samples/s and test accuracy (prints SKIPPED without CUDA)
+	$(BIN)/python -m tools.gpu_check
 
 lint: $(STAMP)  ## ruff
 	$(BIN)/ruff check .

@@ -10,7 +10,6 @@ batches, so that the step-time ratio does not depend on load drifting between th
 
 from __future__ import annotations
 
-import random
 import statistics
 import time
 from typing import Any
@@ -29,11 +28,18 @@ def config(padding: str, n_train: int) -> Any:
                          "early_stopping_patience": 0})
 
 
+def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:
+    """The Trainer's length-grouped order (``train_sampling_strategy="group_by_length"``), cut into batches."""
+    import torch
+    from transformers.trainer_pt_utils import get_length_grouped_indices
+
+    order = get_length_grouped_indices(lengths, batch_size, generator=torch.Generator().manual_seed(seed))
+    return [order[i : i + batch_size] for i in range(0, len(order), batch_size)]
+
+
 def padded_tokens(lengths: list[int], cfg: Any) -> dict[str, float]:
     """Tokens per batch the model sees, and the share of them that is padding."""
-    from pipelines.train.trainer import length_grouped_batches
-
-    batches = length_grouped_batches(lengths, cfg.batch_size, random.Random(cfg.seed))
+    batches = length_grouped_batches(lengths, cfg.batch_size, cfg.seed)
     width = [MAX_LENGTH if cfg.padding == "max_length" else max(lengths[i] for i in b) for b in batches]
     seen = sum(w * len(b) for w, b in zip(width, batches, strict=True))
     return {"tokens_per_batch": seen / len(batches), "padding_share": 1 - sum(lengths) / seen}
@@ -63,9 +69,10 @@ def training_run(padding: str, n_train: int) -> dict[str, Any]:
 def interleaved_steps(pairs: int, n_train: int) -> dict[str, Any]:
     """Median seconds of one optimizer step per padding, the two alternating on the same batches."""
     import torch
+    from transformers import DataCollatorWithPadding
 
     from pipelines.data.split import load_splits
-    from pipelines.train.trainer import _Collator, length_grouped_batches, load_base_model
+    from pipelines.train.trainer import load_base_model
 
     cfg = config("dynamic", n_train)
     splits = load_splits(cfg.data)
@@ -74,13 +81,14 @@ def interleaved_steps(pairs: int, n_train: int) -> dict[str, Any]:
     optimizer = torch.optim.AdamW(model.parameters(), lr=cfg.learning_rate)
     ids = tokenizer(splits.train["text"].tolist(), truncation=True, max_length=MAX_LENGTH)["input_ids"]
     labels = splits.train["label"].to_numpy()
-    batches = length_grouped_batches([len(x) for x in ids], cfg.batch_size, random.Random(cfg.seed))
-    collators = {p: _Collator(tokenizer, p, MAX_LENGTH) for p in ("dynamic", "max_length")}
+    batches = length_grouped_batches([len(x) for x in ids], cfg.batch_size, cfg.seed)
+    collators = {p: DataCollatorWithPadding(tokenizer, padding="longest" if p == "dynamic" else "max_length",
+                                            max_length=MAX_LENGTH) for p in ("dynamic", "max_length")}
     times: dict[str, list[float]] = {p: [] for p in collators}
     for i, batch in enumerate(batches[: pairs + 1]):
         for padding in (("dynamic", "max_length") if i % 2 == 0 else ("max_length", "dynamic")):
             start = time.perf_counter()
-            out = model(**collators[padding]([ids[j] for j in batch], labels[batch]))
+            out = model(**collators[padding]([{"input_ids": ids[j], "labels": int(labels[j])} for j in batch]))
             out.loss.backward()
             optimizer.step()
             optimizer.zero_grad(set_to_none=True)

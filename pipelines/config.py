@@ -82,6 +82,16 @@ class TrainSection(_Section):
     onnx_export: bool = Field(True, description="log the ONNX (fp32 + int8) export the server runs with the version")
     calibrate_long_texts: bool = Field(True, description="choose aggregation and long_threshold on validation long "
                                                          "texts (else keep the given ones)")
+    device: str = Field("auto", pattern="^(auto|cpu|cuda|mps)$", description="auto = CUDA, else Apple MPS, else CPU")
+    precision: str = Field("auto", pattern="^(auto|fp32|bf16|fp16)$",
+                           description="auto = bf16 on a GPU that has it, else fp16 on CUDA, fp32 on the CPU")
+    num_processes: int = Field(1, ge=1, le=1024, description="data-parallel processes (torchrun: NCCL on GPUs, "
+                                                             "gloo on the CPU)")
+    gradient_accumulation_steps: int = Field(1, ge=1, le=1024, description="batch_size is the effective batch: "
+                                             "num_processes x per-device batch x this")
+    resume_from: str = Field("", description="continue a killed train step from its last checkpoint: its MLflow "
+                                             "run id or a checkpoint folder")
+    log_checkpoints: bool = Field(False, description="also log each epoch's checkpoint to the step's MLflow run")
 
 
 class GateSection(_Section):

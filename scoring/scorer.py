@@ -80,10 +80,13 @@ class Scorer:
         """
         probs, margins = np.empty(len(ids), dtype=np.float64), np.empty(len(ids), dtype=np.float64)
         order = np.argsort([len(x) for x in ids], kind="stable")
+        device = getattr(self.model, "device", torch.device("cpu"))  # a GPU when evaluation trains there
         for start in range(0, len(order), self.batch_size):
             batch = order[start : start + self.batch_size]
             enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
-            logits = self.model(**enc).logits.float()
+            if device.type != "cpu":
+                enc = {k: v.to(device) for k, v in enc.items()}
+            logits = self.model(**enc).logits.float().cpu()
             probs[batch] = torch.softmax(logits, dim=-1)[:, POSITIVE].numpy()
             margins[batch] = logit_margin(logits.numpy())
         return probs, margins

@@ -137,6 +137,11 @@ def test_step_failed_is_raised_in_process(mlflow_uri, tiny_csv, tmp_path):
         (["-p", "epoch", "2"], "unknown parameter(s): epoch"),
         (["-p", "dataset", "/nonexistent/reviews.csv"], "parameter dataset: /nonexistent/reviews.csv does not exist"),
         (["-p", "promotion_metric", "loss"], "parameter promotion_metric"),
+        (["-p", "device", "cuda"], "parameter device: cuda asked for, but torch"),
+        (["-p", "device", "tpu"], "parameter device"),
+        (["-p", "num_processes", "512"], "parameter num_processes: 512 processes asked for, but this machine has"),
+        (["-p", "precision", "fp16"], "parameter precision: fp16 needs a GPU"),
+        (["-p", "gradient_accumulation_steps", "3"], "parameter batch_size: 32 is the effective batch"),
     ],
 )
 def test_bad_parameters_are_refused_before_training(mlflow_uri, args, message):

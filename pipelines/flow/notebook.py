@@ -54,6 +54,13 @@ def _quiet_libraries() -> None:
     transformers.logging.disable_progress_bar()
 
 
+def output_dir(result_path: str, run: mlflow.ActiveRun) -> Path:
+    """The step's folder for files it keeps (checkpoints): the runner's output folder, else one per run."""
+    if result_path:
+        return Path(result_path).resolve().parent
+    return tracking.state_dir() / "output" / f"notebook-{run.info.run_id[:8]}"
+
+
 def finish(result_path: str = "", standalone: bool = True, **result: Any) -> dict[str, Any]:
     """Write the step's result for the runner and close a standalone run."""
     if result_path:

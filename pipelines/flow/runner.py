@@ -10,6 +10,8 @@ when the step failed. What each step takes and passes on is declared in
 from __future__ import annotations
 
 import json
+import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from typing import Any
 import mlflow
 import nbformat
 import papermill
+from jupyter_client.manager import AsyncKernelManager
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from nbconvert import HTMLExporter
@@ -30,6 +33,32 @@ from pipelines.flow.steps import FLOWS, Step, carried, check_parameters, steps_o
 from scoring import tracking
 
 NOTEBOOKS_DIR = tracking.PROJECT_ROOT / "notebooks"
+
+
+class IpcKernelManager(AsyncKernelManager):
+    """The step's kernel on Unix sockets in a private folder: no TCP port to reach or eavesdrop on."""
+
+    def __init__(self, **kwargs: Any):
+        super().__init__(**kwargs)
+        self.transport = "ipc"
+        self.ip = str(Path(tempfile.mkdtemp(prefix="sentiment-kernel-")) / "ipc")
+
+
+class StepOutput:
+    """What a step's cells print, written through to a terminal stream line by line with ``[step]`` before it."""
+
+    def __init__(self, step: str, stream: Any):
+        self.prefix, self.stream, self.pending = f"[{step}] ", stream, ""
+
+    def write(self, text: str) -> None:
+        lines = (self.pending + text.replace("\r", "\n")).split("\n")
+        self.pending = lines.pop()
+        for line in lines:
+            if line.strip():
+                self.stream.write(self.prefix + line + "\n")
+
+    def flush(self) -> None:
+        self.stream.flush()
 
 
 class StepFailed(RuntimeError):
@@ -78,7 +107,11 @@ def run_step(
     extra: dict[str, Any] | None = None,
     progress: bool = True,
 ) -> dict[str, Any]:
-    """Execute one notebook in a nested run; log it whatever happens; return its result."""
+    """Execute one notebook in a nested run; log it whatever happens; return its result.
+
+    With ``progress``, what the cells print (training's progress lines among it) shows in the terminal as
+    it comes, each line led by ``[step]``.
+    """
     client = MlflowClient()
     source = notebooks_dir / step.notebook
     executed = output_dir / step.notebook
@@ -96,8 +129,10 @@ def run_step(
     error: str | None = None
     try:
         papermill.execute_notebook(
-            str(source), str(executed), parameters=parameters, kernel_name="python3",
-            progress_bar=progress,
+            str(source), str(executed), parameters=parameters, kernel_name="python3", progress_bar=False,
+            stdout_file=StepOutput(step.name, sys.stdout) if progress else None,
+            stderr_file=StepOutput(step.name, sys.stderr) if progress else None,
+            kernel_manager_class=IpcKernelManager,
         )
     except Exception as err:
         error = f"{type(err).__name__}: {str(err).strip().splitlines()[-1] if str(err).strip() else ''}"

@@ -4,10 +4,11 @@
 step        takes (config sections, single parameters)   checked before a run    passes on / tags the parent
 ==========  ===========================================  ======================  =============================
 eda         tracking, data, model_name, max_length       the dataset reads       —
-train       tracking, data, train, scoring,              the dataset reads       model_version
-            registered_model_name, promotion_metric
-evaluate    tracking, data, registered_model_name,       the dataset reads       model_version
-            model_version
+train       tracking, data, train, scoring,              the dataset reads;      model_version
+            registered_model_name, promotion_metric      device, precision,
+                                                         num_processes, batch
+evaluate    tracking, data, registered_model_name,       the dataset reads;      model_version
+            model_version, device                        the device
 promote     tracking, registry, data, gate               the dataset reads       model_version, promoted,
                                                                                  decision
 monitor     tracking, registry, monitor, inference_db    the window, the files   verdict
@@ -28,10 +29,22 @@ from typing import Any
 from pipelines.config import ConfigError, PipelineConfig, expand
 from pipelines.data import sources
 from pipelines.monitor import window
+from pipelines.train import devices
 
 
 def _check_data(cfg: PipelineConfig) -> None:
     sources.validate(cfg.data)
+
+
+def _check_train(cfg: PipelineConfig) -> None:
+    sources.validate(cfg.data)
+    placement = devices.resolve(cfg.device, cfg.precision, cfg.num_processes)
+    devices.per_device_batch(cfg.batch_size, cfg.gradient_accumulation_steps, placement)
+
+
+def _check_evaluate(cfg: PipelineConfig) -> None:
+    sources.validate(cfg.data)
+    devices.resolve_device(cfg.device)
 
 
 def _check_monitor(cfg: PipelineConfig) -> None:
@@ -59,9 +72,9 @@ class Step:
 
 STEPS: dict[str, Step] = {step.name: step for step in (
     Step("eda", ("tracking", "data", "model_name", "max_length"), _check_data),
-    Step("train", ("tracking", "data", "train", "scoring", "registered_model_name", "promotion_metric"), _check_data,
+    Step("train", ("tracking", "data", "train", "scoring", "registered_model_name", "promotion_metric"), _check_train,
          passes=("model_version",), tags=("model_version",)),
-    Step("evaluate", ("tracking", "data", "registered_model_name", "model_version"), _check_data,
+    Step("evaluate", ("tracking", "data", "registered_model_name", "model_version", "device"), _check_evaluate,
          passes=("model_version",), tags=("model_version",)),
     Step("promote", ("tracking", "registry", "data", "gate"), _check_data,
          tags=("model_version", "promoted", "decision")),

@@ -1,10 +1,13 @@
-"""Fine-tuning a transformer encoder with a fresh two-label head.
+"""Fine-tuning a transformer encoder with a fresh two-label head, on ``transformers.Trainer``.
 
-A plain PyTorch loop (clearer than ``Trainer`` for what we need): length-grouped
-batches with dynamic padding, AdamW with linear warm-up/decay, gradient
-clipping, early stopping on the validation split, a decision threshold
-chosen on validation and folded into the classifier bias, and how long texts'
-windows are aggregated chosen on validation long texts (:mod:`pipelines.evaluate.aggregation`).
+The recipe, in order (as ``run_glue.py``): seed, load the base model with a new head, tokenize
+(truncated at the window length, padded per batch), train with the Trainer — length-grouped
+batches, AdamW with linear warm-up/decay, clipping, bf16/fp16 where the device has it, DDP under
+``torchrun``, an evaluation and a checkpoint per epoch, early stopping, the best epoch loaded at
+the end — then what is ours: the mean of the epoch weights if it wins on validation, the decision
+threshold chosen on validation and folded into the classifier bias, and how long texts' windows
+are aggregated, chosen on validation long texts (:mod:`pipelines.evaluate.aggregation`).
+:mod:`pipelines.train.launch` runs this in-process or as ``num_processes`` ranks.
 """
 
 from __future__ import annotations
@@ -12,22 +15,36 @@ from __future__ import annotations
 import copy
 import math
 import random
+import shutil
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import mlflow
 import numpy as np
 import pandas as pd
 import torch
-from tqdm.auto import tqdm
-from transformers import AutoModelForSequenceClassification, AutoTokenizer, get_linear_schedule_with_warmup
+import transformers
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    DataCollatorWithPadding,
+    EarlyStoppingCallback,
+    EvalPrediction,
+    PrinterCallback,
+    Trainer,
+    TrainingArguments,
+)
 
 from pipelines.config import TrainSection
 from pipelines.data.embedded import resolve_model_name
 from pipelines.data.split import Splits
 from pipelines.evaluate import aggregation, long_texts
 from pipelines.evaluate.metrics import best_threshold, classification_metrics
+from pipelines.train import devices
+from pipelines.train.callbacks import EpochRecords, MlflowMetrics, ProgressLines
 from scoring.config import ScoringConfig, save_scoring_config
 from scoring.labels import LABEL_NAMES, POSITIVE
 from scoring.scorer import Scorer
@@ -50,31 +67,17 @@ class TrainResult:
     train_seconds: float = 0.0
     steps: int = 0
     long_calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # the aggregations tried on validation
+    placement: str = "cpu fp32"  # where it trained (devices.Placement.describe)
 
-    def scorer(self) -> Scorer:
-        return Scorer(self.model, self.tokenizer, self.scoring)
+    def scorer(self, device: str = "cpu") -> Scorer:
+        """A scorer of the trained model on ``device`` (``auto`` as the ``device`` parameter)."""
+        return Scorer(self.model.to(devices.inference_device(device)), self.tokenizer, self.scoring)
 
 
 def seed_everything(seed: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     torch.manual_seed(seed)
-
-
-def length_grouped_batches(lengths: list[int], batch_size: int, rng: random.Random, mega: int = 50) -> list[list[int]]:
-    """Shuffle, sort by length inside mega-batches of ``mega`` batches, shuffle the batches.
-
-    Batches then hold texts of similar length, so dynamic padding pads little,
-    while the order stays random enough for SGD.
-    """
-    order = list(range(len(lengths)))
-    rng.shuffle(order)
-    batches: list[list[int]] = []
-    for start in range(0, len(order), batch_size * mega):
-        chunk = sorted(order[start : start + batch_size * mega], key=lambda i: lengths[i])
-        batches.extend(chunk[i : i + batch_size] for i in range(0, len(chunk), batch_size))
-    rng.shuffle(batches)
-    return batches
 
 
 def load_base_model(model_name: str) -> tuple[Any, Any]:
@@ -104,111 +107,149 @@ def fold_threshold(model: Any, threshold: float) -> None:
         last.bias[POSITIVE] -= shift
 
 
-class _Collator:
-    def __init__(self, tokenizer: Any, padding: str, max_length: int):
-        self.tokenizer, self.padding, self.max_length = tokenizer, padding, max_length
+class TokenizedTexts(torch.utils.data.Dataset):
+    """Token ids and labels as the Trainer's collator takes them (padding happens per batch)."""
 
-    def __call__(self, ids: list[list[int]], labels: np.ndarray | None = None) -> dict[str, torch.Tensor]:
-        padding = "max_length" if self.padding == "max_length" else "longest"
-        batch = self.tokenizer.pad({"input_ids": ids}, padding=padding, max_length=self.max_length, return_tensors="pt")
-        if labels is not None:
-            batch["labels"] = torch.as_tensor(labels, dtype=torch.long)
-        return batch
+    def __init__(self, ids: list[list[int]], labels: np.ndarray):
+        self.ids, self.labels = ids, labels
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def __getitem__(self, i: int) -> dict[str, Any]:
+        return {"input_ids": self.ids[i], "labels": int(self.labels[i])}
 
 
-def _log(metrics: dict[str, float], step: int) -> None:
-    if mlflow.active_run() is not None:
-        mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+def tokenized(tokenizer: Any, frame: pd.DataFrame, max_length: int, by_length: bool = False) -> TokenizedTexts:
+    """``frame``'s texts truncated at ``max_length`` (sorted by length if ``by_length``: evaluation pads less)."""
+    ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)["input_ids"]
+    labels = frame["label"].to_numpy()
+    if by_length:
+        order = np.argsort([len(x) for x in ids], kind="stable")
+        ids, labels = [ids[i] for i in order], labels[order]
+    return TokenizedTexts(ids, labels)
+
+
+def training_arguments(args: TrainSection, placement: devices.Placement, output_dir: Path, *, seed: int,
+                       steps_per_epoch: int) -> TrainingArguments:
+    """The recipe as TrainingArguments: AdamW, linear warm-up/decay, clipping, epochs evaluated and saved."""
+    return TrainingArguments(
+        output_dir=str(output_dir),
+        num_train_epochs=args.epochs,
+        learning_rate=args.learning_rate,
+        weight_decay=args.weight_decay,
+        warmup_steps=args.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        lr_scheduler_type="linear",
+        optim="adamw_torch",
+        max_grad_norm=1.0,
+        per_device_train_batch_size=devices.per_device_batch(args.batch_size, args.gradient_accumulation_steps,
+                                                             placement),
+        per_device_eval_batch_size=64,
+        gradient_accumulation_steps=args.gradient_accumulation_steps,
+        train_sampling_strategy="group_by_length" if args.padding == "dynamic" else "random",
+        eval_strategy="epoch",
+        save_strategy="epoch",
+        save_total_limit=2,  # the last and the best; load_best_model_at_end keeps the best
+        load_best_model_at_end=True,
+        metric_for_best_model="score",
+        greater_is_better=True,
+        logging_strategy="steps",
+        logging_steps=max(1, min(20, steps_per_epoch // 2)),
+        report_to="none",  # MLflow gets ours: MlflowMetrics logs into the step's run
+        disable_tqdm=True,  # ProgressLines prints lines that a terminal and a notebook both show
+        seed=seed,
+        data_seed=seed,
+        use_cpu=placement.device == "cpu",
+        bf16=placement.precision == "bf16",
+        fp16=placement.precision == "fp16",
+        ddp_backend=placement.backend if placement.num_processes > 1 else None,
+        # each rank's loss is its batch's mean, DDP averages the gradients: the one-process recipe, N ways
+        # (True would scale by the processes, for models that sum over the items of the global batch)
+        average_tokens_across_devices=False,
+        dataloader_num_workers=0,
+        save_only_model=False,  # optimizer, scheduler and RNG states too: resume continues the same run
+    )
+
+
+def _compute_metrics(metric: str):
+    def compute(prediction: EvalPrediction) -> dict[str, float]:
+        logits = torch.as_tensor(prediction.predictions).float()
+        probs = torch.softmax(logits, dim=-1)[:, POSITIVE].numpy()
+        val = classification_metrics(np.asarray(prediction.label_ids), probs)
+        return {**val, "score": _score(val, metric)}
+    return compute
 
 
 def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: int, metric: str = "accuracy",
-          progress: bool = True) -> TrainResult:
-    """Fine-tune ``args.model_name`` on ``splits.train``; early-stop on ``splits.validation``.
+          progress: bool = True, output_dir: Path | None = None, run_id: str = "",
+          resume: Path | None = None) -> TrainResult | None:
+    """Fine-tune ``args.model_name`` on ``splits.train`` in this process (one rank of torchrun, or alone).
 
-    ``scoring`` gives the window length (training truncates there) and is saved with the model;
-    ``metric`` is what early stopping, the weight average and the threshold optimise (the gate's metric).
+    Early-stops on ``splits.validation``; ``scoring`` gives the window length (training truncates there)
+    and is saved with the model; ``metric`` is what early stopping, the weight average and the threshold
+    optimise (the gate's metric). Checkpoints go to ``output_dir`` each epoch; ``resume`` is one to
+    continue from; metrics go to MLflow run ``run_id`` from rank 0. Returns None on the other ranks.
     """
+    placement = devices.resolve(args.device, args.precision, args.num_processes)
     if args.num_threads:
         torch.set_num_threads(args.num_threads)
+    elif placement.num_processes > 1 and placement.device == "cpu":  # torchrun sets 1 thread; share the cores
+        torch.set_num_threads(max(1, devices.device_count("cpu") // placement.num_processes))
+    owned = output_dir is None  # checkpoints nobody asked to keep go once training ends
+    output_dir = Path(output_dir or tempfile.mkdtemp(prefix="train-"))
+    transformers.logging.disable_progress_bar()  # checkpoint-writing bars; ProgressLines reports the run
     seed_everything(seed)
     model, tokenizer = load_base_model(args.model_name)
-    train_ids = tokenizer(splits.train["text"].tolist(), truncation=True, max_length=scoring.max_length)["input_ids"]
-    labels = splits.train["label"].to_numpy()
-    collate = _Collator(tokenizer, args.padding, scoring.max_length)
-    rng = random.Random(seed)
-    steps_per_epoch = math.ceil(len(train_ids) / args.batch_size)
-    total_steps = steps_per_epoch * args.epochs
-
-    no_decay = ("bias", "LayerNorm.weight", "layer_norm", "norm.weight")
-    groups = [
-        {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
-         "weight_decay": args.weight_decay},
-        {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
-    ]
-    optimizer = torch.optim.AdamW(groups, lr=args.learning_rate)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(args.warmup_ratio * total_steps), total_steps)
-
-    history: list[dict[str, float]] = []
-    best_score, best_state, best_epoch, stale, step = -1.0, None, 0, 0, 0
-    weight_sum, averaged_epochs = None, 0
+    train_set = tokenized(tokenizer, splits.train, scoring.max_length)
+    val_set = tokenized(tokenizer, splits.validation, scoring.max_length, by_length=True)
+    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+    records = EpochRecords(AVERAGE_FROM_EPOCH if args.average_checkpoints else None)
+    callbacks: list[Any] = [records]
+    if run_id:
+        callbacks.append(MlflowMetrics(run_id, records, args.log_checkpoints))
+    if progress:
+        callbacks.append(ProgressLines(args.batch_size))
+    if args.early_stopping_patience:
+        callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
+    padding = "max_length" if args.padding == "max_length" else "longest"
+    engine = Trainer(
+        model=model,
+        args=training_arguments(args, placement, output_dir, seed=seed, steps_per_epoch=steps_per_epoch),
+        train_dataset=train_set,
+        eval_dataset=val_set,
+        data_collator=DataCollatorWithPadding(tokenizer, padding=padding, max_length=scoring.max_length),
+        processing_class=tokenizer,
+        compute_metrics=_compute_metrics(metric),
+        callbacks=callbacks,
+    )
+    engine.remove_callback(PrinterCallback)  # its raw log dicts; ProgressLines prints for people
+    if resume is not None:
+        records.restore(resume)
+        print(f"resuming from {resume} (epoch {len(records.history)} done)", flush=True)
     started = time.perf_counter()
-    for epoch in range(1, args.epochs + 1):
-        model.train()
-        epoch_start, losses = time.perf_counter(), []
-        batches = length_grouped_batches([len(x) for x in train_ids], args.batch_size, rng)
-        if args.padding == "max_length":
-            rng.shuffle(batches)
-        bar = tqdm(batches, desc=f"epoch {epoch}/{args.epochs}", disable=not progress, mininterval=5, unit="batch")
-        for batch in bar:
-            out = model(**collate([train_ids[i] for i in batch], labels[batch]))
-            out.loss.backward()
-            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-            optimizer.step()
-            scheduler.step()
-            optimizer.zero_grad(set_to_none=True)
-            losses.append(out.loss.item())
-            step += 1
-            if step % 20 == 0:
-                recent = float(np.mean(losses[-20:]))
-                _log({"train_loss_step": recent, "learning_rate": scheduler.get_last_lr()[0]}, step)
-            bar.set_postfix(loss=f"{np.mean(losses[-20:]):.3f}", refresh=False)
-        epoch_seconds = time.perf_counter() - epoch_start
-        val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
-        val = classification_metrics(splits.validation["label"].to_numpy(), val_probs)
-        record = {
-            "epoch": epoch,
-            "train_loss": float(np.mean(losses)),
-            "epoch_seconds": epoch_seconds,
-            "seconds_per_step": epoch_seconds / max(1, len(batches)),
-            **{f"val_{k}": v for k, v in val.items()},
-        }
-        history.append(record)
-        _log({k: v for k, v in record.items() if k != "epoch"}, epoch)
-        print(
-            f"epoch {epoch}: train_loss {record['train_loss']:.4f} val_accuracy {val['accuracy']:.4f} "
-            f"val_roc_auc {val['roc_auc']:.4f} ({epoch_seconds:.0f}s)",
-            flush=True,
-        )
-        if args.average_checkpoints and epoch >= AVERAGE_FROM_EPOCH:
-            weight_sum = _accumulate(weight_sum, model.state_dict())
-            averaged_epochs += 1
-        score = _score(val, metric)
-        if score > best_score:
-            best_score, best_epoch, stale = score, epoch, 0
-            best_state = copy.deepcopy(model.state_dict())
-        else:
-            stale += 1
-            if args.early_stopping_patience and stale >= args.early_stopping_patience:
-                print(f"early stopping: no validation gain for {stale} epoch(s); best epoch {best_epoch}")
-                break
-    model.load_state_dict(best_state)
-    model.eval()
-    weights = f"epoch {best_epoch}"
-    if averaged_epochs >= 2 and _average_wins(
-        model, tokenizer, scoring, splits, weight_sum, averaged_epochs, best_score, metric
-    ):
-        weights = f"mean of epochs {AVERAGE_FROM_EPOCH}-{AVERAGE_FROM_EPOCH + averaged_epochs - 1}"
+    engine.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+    train_seconds = time.perf_counter() - started
+    if owned:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    if not engine.is_world_process_zero():
+        return None
+    model = engine.model.to("cpu").float().eval()  # saved in fp32, on the CPU, whatever trained it
+    return _finish(args, model, tokenizer, scoring, splits, records, metric=metric, run_id=run_id,
+                   train_seconds=train_seconds, steps=engine.state.global_step, placement=placement)
 
+
+def _finish(args: TrainSection, model: Any, tokenizer: Any, scoring: ScoringConfig, splits: Splits,
+            records: EpochRecords, *, metric: str, run_id: str, train_seconds: float, steps: int,
+            placement: devices.Placement) -> TrainResult:
+    """After the epochs: the weight average if it wins, the threshold folded in, long texts calibrated."""
+    history = records.history
+    best = max(history, key=lambda row: _score({k.removeprefix("val_"): v for k, v in row.items()}, metric))
+    best_epoch, best_score = int(best["epoch"]), _score({k.removeprefix("val_"): v for k, v in best.items()}, metric)
+    weights = f"epoch {best_epoch}"
+    if records.averaged >= 2 and _average_wins(
+        model, tokenizer, scoring, splits, records.weight_sum, records.averaged, best_score, metric, run_id
+    ):
+        weights = f"mean of epochs {AVERAGE_FROM_EPOCH}-{AVERAGE_FROM_EPOCH + records.averaged - 1}"
     threshold = 0.5
     val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
     if args.tune_threshold:
@@ -229,9 +270,10 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
         weights=weights,
         history=history,
         validation_metrics=val_metrics,
-        train_seconds=time.perf_counter() - started,
-        steps=step,
+        train_seconds=train_seconds,
+        steps=steps,
         long_calibration=long_calibration,
+        placement=placement.describe(),
     )
 
 
@@ -256,23 +298,15 @@ def _score(val: dict[str, float], metric: str) -> float:
     return val[metric] + 1e-3 * val["roc_auc"]  # roc_auc breaks ties
 
 
-def _accumulate(total: dict[str, torch.Tensor] | None, state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    if total is None:
-        return {k: v.detach().clone().float() if v.is_floating_point() else v.clone() for k, v in state.items()}
-    for k, v in state.items():
-        if v.is_floating_point():
-            total[k] += v.detach().float()
-    return total
-
-
-def _average_wins(model, tokenizer, scoring, splits, weight_sum, n, best_score, metric) -> bool:
+def _average_wins(model, tokenizer, scoring, splits, weight_sum, n, best_score, metric, run_id) -> bool:
     """Swap in the mean of the epoch-end weights (AVERAGE_FROM_EPOCH on) if it beats the best epoch on validation."""
     best_state = copy.deepcopy(model.state_dict())
-    averaged = {k: (v / n).to(best_state[k].dtype) if v.is_floating_point() else v for k, v in weight_sum.items()}
+    averaged = {**best_state, **{k: (v / n).to(best_state[k].dtype) for k, v in weight_sum.items()}}
     model.load_state_dict(averaged)
     probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
     val = classification_metrics(splits.validation["label"].to_numpy(), probs)
-    _log({f"val_averaged_{k}": v for k, v in val.items()}, 0)
+    for name, value in val.items() if run_id else ():
+        mlflow.MlflowClient().log_metric(run_id, f"val_averaged_{name}", value, step=0)
     if _score(val, metric) > best_score:
         print(f"weight average of {n} epochs wins on validation: {metric} {val[metric]:.4f}")
         return True

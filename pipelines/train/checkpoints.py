@@ -1,0 +1,61 @@
+"""Where a train step keeps its epoch checkpoints, and which one ``resume_from`` means.
+
+Each epoch the Trainer saves ``checkpoint-<step>/`` (weights, optimizer, scheduler, RNG states, its
+state) with our epoch records, in the step's output folder; the run is tagged with that folder.
+``resume_from`` is that folder, one checkpoint in it, or the run's id (its folder, else the
+checkpoints logged to the run with ``log_checkpoints``).
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from pathlib import Path
+
+from mlflow import MlflowClient
+from mlflow.exceptions import MlflowException
+
+from pipelines.config import ConfigError
+from pipelines.train.callbacks import RECORDS_FILE
+
+FOLDER_TAG = "checkpoint_dir"
+_CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
+
+
+def is_checkpoint(folder: Path) -> bool:
+    """Complete: the Trainer's state and then our epoch records (written last, by EpochRecords.on_save)."""
+    return (folder / "trainer_state.json").is_file() and (folder / RECORDS_FILE).is_file()
+
+
+def last_checkpoint(folder: Path) -> Path | None:
+    """The complete checkpoint with the highest step in ``folder`` (a half-written one is skipped)."""
+    found = [(int(m.group(1)), p) for p in folder.glob("checkpoint-*") if (m := _CHECKPOINT.match(p.name))
+             and is_checkpoint(p)]
+    return max(found)[1] if found else None
+
+
+def resolve(resume_from: str) -> Path:
+    """The checkpoint folder to resume from, or a ConfigError naming ``resume_from``."""
+    path = Path(resume_from).expanduser()
+    if path.is_dir():
+        found = path if is_checkpoint(path) else last_checkpoint(path)
+        if found is None:
+            raise ConfigError(f"parameter resume_from: {path} holds no complete checkpoint (checkpoint-N/ with "
+                              f"trainer_state.json and {RECORDS_FILE})")
+        return found
+    client = MlflowClient()
+    try:
+        run = client.get_run(resume_from)
+    except MlflowException:
+        raise ConfigError(f"parameter resume_from: {resume_from!r} is neither a checkpoint folder nor an MLflow "
+                          f"run id of this tracking server") from None
+    folder = run.data.tags.get(FOLDER_TAG, "")
+    if folder and (found := last_checkpoint(Path(folder))) is not None:
+        return found
+    logged = sorted(((int(m.group(1)), a.path) for a in client.list_artifacts(run.info.run_id, "checkpoints")
+                     if (m := _CHECKPOINT.match(Path(a.path).name))), reverse=True)
+    if logged:
+        target = Path(tempfile.mkdtemp(prefix="resume-"))
+        return Path(client.download_artifacts(run.info.run_id, logged[0][1], str(target)))
+    raise ConfigError(f"parameter resume_from: run {resume_from} left no checkpoint (its folder "
+                      f"{folder or '(untagged)'} has none and none was logged; set log_checkpoints to log them)")

@@ -1,0 +1,126 @@
+"""Training on transformers' Trainer: device choice, torchrun data parallel, resume after a real kill."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+from mlflow import MlflowClient
+
+from pipelines.config import ConfigError, build_config
+from pipelines.flow.runner import run_pipeline
+from pipelines.train import checkpoints, devices
+
+ROOT = Path(__file__).resolve().parent.parent
+# small enough for CI, long enough (16 steps an epoch) that the kill lands between epochs
+TINY = {"max_train_samples": 256, "epochs": 3, "max_length": 32, "batch_size": 16, "onnx_export": False,
+        "calibrate_long_texts": False, "early_stopping_patience": 0}
+
+
+def test_auto_picks_the_cpu_here_in_fp32() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: auto picks it")
+    assert devices.resolve() == devices.Placement("cpu", "fp32", 1)
+    assert devices.inference_device("auto").type == "cpu"
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"device": "cuda"}, "parameter device: cuda asked for"),
+        ({"device": "cpu", "precision": "fp16"}, "parameter precision: fp16 needs a GPU"),
+        ({"device": "cpu", "num_processes": 4096}, "parameter num_processes: 4096 processes asked for"),
+        ({"device": "gpu"}, "parameter device: must be one of"),
+    ],
+)
+def test_what_the_machine_cannot_serve_is_refused(kwargs, message) -> None:
+    if kwargs.get("device") == "cuda" and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
+    with pytest.raises(ConfigError, match=message):
+        devices.resolve(**kwargs)
+
+
+def test_the_effective_batch_must_divide_among_processes_and_accumulation() -> None:
+    placement = devices.Placement("cpu", "fp32", 2)
+    assert devices.per_device_batch(32, 4, placement) == 4
+    with pytest.raises(ConfigError, match="parameter batch_size: 30 is the effective batch"):
+        devices.per_device_batch(30, 4, placement)
+
+
+def test_resume_from_what_is_not_a_checkpoint_is_refused(mlflow_uri, tmp_path) -> None:
+    with pytest.raises(ConfigError, match=r"parameter resume_from: .* holds no complete checkpoint"):
+        checkpoints.resolve(str(tmp_path))
+    with pytest.raises(ConfigError, match="neither a checkpoint folder nor an MLflow run id"):
+        checkpoints.resolve("0123456789abcdef0123456789abcdef")
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1200)
+def test_two_process_gloo_ddp_registers_one_version_and_logs_once(mlflow_uri, tmp_path) -> None:
+    """``-p num_processes 2``: two ranks train (gloo); rank 0 alone logs, registers and writes the result."""
+    cfg = build_config({**TINY, "epochs": 2, "num_processes": 2})
+    result = run_pipeline(cfg, steps=("train",), output_dir=tmp_path / "out", progress=False)
+    client = MlflowClient()
+    assert [str(v.version) for v in client.search_model_versions("name = 'sentiment'")] == ["1"]
+    train_run = client.get_run(result.steps["train"]["run_id"])
+    assert train_run.data.tags["placement"] == "cpu fp32, 2 processes (gloo)"
+    experiment = train_run.info.experiment_id
+    assert len(client.search_runs([experiment])) == 2, "the parent and the train step, no run from a rank"
+    steps = [m.step for m in client.get_metric_history(train_run.info.run_id, "train_loss_step")]
+    assert steps and len(steps) == len(set(steps)), f"one logger: each step logged once ({steps})"
+    epochs = [m.step for m in client.get_metric_history(train_run.info.run_id, "val_accuracy")]
+    assert sorted(epochs) == [0, 1, 2], "epochs 1 and 2, and the final model's (step 0)"
+    assert len(client.search_logged_models([experiment])) == 1
+    assert not (tmp_path / "out" / "checkpoints").exists(), "checkpoints go once training succeeded"
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1800)
+def test_a_run_killed_after_epoch_one_resumes_and_matches_an_uninterrupted_run(mlflow_uri, tmp_path) -> None:
+    """SIGKILL to the pipeline's process group after epoch 1's checkpoint; ``resume_from <run id>`` finishes it."""
+    args = [a for k, v in TINY.items() for a in ("-p", k, str(v))]
+    out = tmp_path / "killed"
+    proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", "--steps", "train", "--output-dir", str(out),
+                             *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+                            start_new_session=True)
+    deadline = time.monotonic() + 900
+    try:
+        while checkpoints.last_checkpoint(out / "checkpoints") is None:
+            assert proc.poll() is None, f"the run ended before its first checkpoint (exit {proc.returncode})"
+            assert time.monotonic() < deadline, "no checkpoint after 15 minutes"
+            time.sleep(0.2)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)
+        proc.wait()
+    left = checkpoints.last_checkpoint(out / "checkpoints")
+    assert left is not None and left.name == "checkpoint-16", left
+    client = MlflowClient()
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    killed = [r for r in client.search_runs(experiments) if r.data.tags.get("step") == "train"]
+    assert len(killed) == 1 and killed[0].info.status == "RUNNING"
+    assert client.search_model_versions("name = 'sentiment'") == []
+
+    resumed = run_pipeline(build_config({**TINY, "resume_from": killed[0].info.run_id}), steps=("train",),
+                           output_dir=tmp_path / "resumed", progress=False)
+    whole = run_pipeline(build_config(TINY), steps=("train",), output_dir=tmp_path / "whole", progress=False)
+    resumed_run = client.get_run(resumed.steps["train"]["run_id"])
+    assert resumed_run.data.tags["resumed_from"] == str(left)
+    epochs = [m.step for m in client.get_metric_history(resumed_run.info.run_id, "val_accuracy")]
+    assert sorted(epochs) == [0, 2, 3], "the epochs it trained, and the final model's (step 0)"
+    for key in ("val_accuracy", "threshold"):
+        assert abs(resumed.steps["train"][key] - whole.steps["train"][key]) <= 0.002, (key, resumed.steps, whole.steps)
+    assert resumed.steps["train"]["best_epoch"] == whole.steps["train"]["best_epoch"]
+
+
+def test_gpu_check_prints_skipped_without_cuda() -> None:
+    if torch.cuda.is_available():
+        pytest.skip("this machine has CUDA: make gpu-check trains")
+    proc = subprocess.run([sys.executable, "-m", "tools.gpu_check"], cwd=ROOT, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0 and proc.stdout.startswith("SKIPPED: no CUDA device"), proc.stdout + proc.stderr
