@@ -11,6 +11,7 @@ from pathlib import Path
 import mlflow
 import nbformat
 import pytest
+import torch
 from conftest import LEARNED_PARAMS
 from mlflow import MlflowClient
 
@@ -145,6 +146,8 @@ def test_step_failed_is_raised_in_process(mlflow_uri, tiny_csv, tmp_path):
     ],
 )
 def test_bad_parameters_are_refused_before_training(mlflow_uri, args, message):
+    if "cuda" in args and torch.cuda.is_available():
+        pytest.skip("this machine has CUDA")
     proc = _cli("run", *args)
     assert proc.returncode == 2, proc.stderr
     assert message in proc.stderr

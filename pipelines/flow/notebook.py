@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import json
 import os
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -49,9 +50,12 @@ def start(step: str, cfg: PipelineConfig, mlflow_run_id: str = "") -> mlflow.Act
 
 
 def _quiet_libraries() -> None:
-    """Keep executed notebooks readable: no weight-loading bars or load reports."""
+    """Keep executed notebooks (and the terminal they stream to) readable: no loading bars, reports or hints."""
     transformers.logging.set_verbosity_error()
     transformers.logging.disable_progress_bar()
+    # MLflow's hints about inferred integer schemas and ambiguous local dataset sources, at every log_input
+    warnings.filterwarnings("ignore", message="Hint: Inferred schema contains integer", category=UserWarning)
+    warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted", category=UserWarning)
 
 
 def output_dir(result_path: str, run: mlflow.ActiveRun) -> Path:

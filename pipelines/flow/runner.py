@@ -10,6 +10,7 @@ when the step failed. What each step takes and passes on is declared in
 from __future__ import annotations
 
 import json
+import os
 import sys
 import tempfile
 import time
@@ -128,6 +129,8 @@ def run_step(
     started = time.perf_counter()
     error: str | None = None
     try:
+        # tqdm.auto's "IProgress not found" in every kernel: its bars are off, ProgressLines prints instead
+        os.environ.setdefault("PYTHONWARNINGS", "ignore::tqdm.TqdmWarning")
         papermill.execute_notebook(
             str(source), str(executed), parameters=parameters, kernel_name="python3", progress_bar=False,
             stdout_file=StepOutput(step.name, sys.stdout) if progress else None,

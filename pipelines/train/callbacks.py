@@ -150,8 +150,9 @@ class ProgressLines(TrainerCallback):
         eta = (state.max_steps - state.global_step) / rate if rate else math.inf
         per_epoch = max(1, math.ceil(state.max_steps / args.num_train_epochs))
         epoch = min(int(args.num_train_epochs), state.global_step // per_epoch + 1)
-        print(f"epoch {epoch}/{args.num_train_epochs:g} · step {state.global_step}/{state.max_steps} · "
-              f"loss {self._loss:.3f} · {rate * self.rows_per_step:.0f} rows/s · ETA {_clock(eta)}", flush=True)
+        loss = "–" if math.isnan(self._loss) else f"{self._loss:.3f}"
+        print(f"epoch {epoch}/{args.num_train_epochs:g} · step {state.global_step}/{state.max_steps} · loss {loss} · "
+              f"{rate * self.rows_per_step:.0f} rows/s · ETA {_clock(eta)}", flush=True)
 
     def on_evaluate(self, args, state, control, metrics=None, **kwargs):
         if state.is_world_process_zero and metrics:
