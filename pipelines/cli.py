@@ -23,7 +23,7 @@ from pipelines.flow.steps import FLOWS
 from pipelines.monitor import reference_store
 from pipelines.monitor.verdict import exit_code
 from pipelines.registry import model_folder, rollback, versions
-from pipelines.train import onnx_logging
+from pipelines.train import devices, onnx_logging
 from scoring import tracking
 from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND, ScoringConfig
 from scoring.identity import RegistryError, resolve_version
@@ -138,7 +138,8 @@ def cmd_profile(args: argparse.Namespace) -> int:
 
 def cmd_heldout(args: argparse.Namespace) -> int:
     """Score a version on held-out real reviews (see pipelines.evaluate.heldout); record the figures on it."""
-    cfg = _config(args, "tracking", "registry", "data")
+    cfg = _config(args, "tracking", "registry", "data", "device")
+    device = devices.inference_device(cfg.device)  # where --backend torch scores (ONNX runs on the CPU)
     tracking.setup(cfg.tracking_uri)
     uri = _model_uri(args, cfg)
     try:
@@ -150,7 +151,10 @@ def cmd_heldout(args: argparse.Namespace) -> int:
     sets = {name: heldout.load_set(archive, name) for name in heldout.SETS}
     train = load_splits(cfg.data).train
     with contextlib.redirect_stdout(sys.stderr):
-        table = heldout.evaluate(load_scorer(uri, args.backend), train, sets, cfg.seed)
+        scorer = load_scorer(uri, args.backend)
+        if args.backend == "torch":
+            scorer.model.to(device)
+        table = heldout.evaluate(scorer, train, sets, cfg.seed)
     mv = resolve_version(uri)
     if mv is not None:
         versions.set_tags(mv.name, mv.version, heldout.tags_for(table, args.backend))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -16,6 +17,7 @@ from mlflow import MlflowClient
 from pipelines.config import ConfigError, build_config
 from pipelines.flow.runner import run_pipeline
 from pipelines.train import checkpoints, devices
+from pipelines.train.callbacks import RECORDS_FILE
 
 ROOT = Path(__file__).resolve().parent.parent
 # small enough for CI, long enough (16 steps an epoch) that the kill lands between epochs
@@ -83,15 +85,22 @@ def test_two_process_gloo_ddp_registers_one_version_and_logs_once(mlflow_uri, tm
 @pytest.mark.e2e
 @pytest.mark.timeout(1800)
 def test_a_run_killed_after_epoch_one_resumes_and_matches_an_uninterrupted_run(mlflow_uri, tmp_path) -> None:
-    """SIGKILL to the pipeline's process group after epoch 1's checkpoint; ``resume_from <run id>`` finishes it."""
-    args = [a for k, v in TINY.items() for a in ("-p", k, str(v))]
+    """SIGKILL to the pipeline's process group after epoch 1's checkpoint; ``resume_from <run id>`` finishes it.
+
+    The killed run logged its checkpoints (``log_checkpoints``) and its folder is gone, as on another
+    machine: the resume downloads the checkpoint from the run.
+    """
+    args = [a for k, v in {**TINY, "log_checkpoints": True}.items() for a in ("-p", k, str(v))]
     out = tmp_path / "killed"
     proc = subprocess.Popen([sys.executable, "-m", "pipelines", "run", "--steps", "train", "--output-dir", str(out),
                              *args], cwd=ROOT, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
                             start_new_session=True)
+    client = MlflowClient()
     deadline = time.monotonic() + 900
     try:
-        while checkpoints.last_checkpoint(out / "checkpoints") is None:
+        # the local checkpoint first (the store exists by then), then its upload to the run
+        while checkpoints.last_checkpoint(out / "checkpoints") is None or not _logged(client,
+                                                                                     "checkpoints/checkpoint-16"):
             assert proc.poll() is None, f"the run ended before its first checkpoint (exit {proc.returncode})"
             assert time.monotonic() < deadline, "no checkpoint after 15 minutes"
             time.sleep(0.2)
@@ -100,22 +109,35 @@ def test_a_run_killed_after_epoch_one_resumes_and_matches_an_uninterrupted_run(m
         proc.wait()
     left = checkpoints.last_checkpoint(out / "checkpoints")
     assert left is not None and left.name == "checkpoint-16", left
-    client = MlflowClient()
-    experiments = [e.experiment_id for e in client.search_experiments()]
-    killed = [r for r in client.search_runs(experiments) if r.data.tags.get("step") == "train"]
+    assert checkpoints.resolve(str(out / "checkpoints")) == left, "a folder resolves to its last checkpoint"
+    killed = _train_runs(client)
     assert len(killed) == 1 and killed[0].info.status == "RUNNING"
     assert client.search_model_versions("name = 'sentiment'") == []
+    shutil.rmtree(out / "checkpoints")
 
     resumed = run_pipeline(build_config({**TINY, "resume_from": killed[0].info.run_id}), steps=("train",),
                            output_dir=tmp_path / "resumed", progress=False)
     whole = run_pipeline(build_config(TINY), steps=("train",), output_dir=tmp_path / "whole", progress=False)
     resumed_run = client.get_run(resumed.steps["train"]["run_id"])
-    assert resumed_run.data.tags["resumed_from"] == str(left)
+    assert resumed_run.data.tags["resumed_from"].endswith("checkpoint-16")
     epochs = [m.step for m in client.get_metric_history(resumed_run.info.run_id, "val_accuracy")]
     assert sorted(epochs) == [0, 2, 3], "the epochs it trained, and the final model's (step 0)"
     for key in ("val_accuracy", "threshold"):
         assert abs(resumed.steps["train"][key] - whole.steps["train"][key]) <= 0.002, (key, resumed.steps, whole.steps)
     assert resumed.steps["train"]["best_epoch"] == whole.steps["train"]["best_epoch"]
+    assert sorted(str(v.version) for v in client.search_model_versions("name = 'sentiment'")) == ["1", "2"]
+
+
+def _train_runs(client: MlflowClient) -> list:
+    experiments = [e.experiment_id for e in client.search_experiments()]
+    return [r for r in client.search_runs(experiments) if r.data.tags.get("step") == "train"] if experiments else []
+
+
+def _logged(client: MlflowClient, path: str) -> bool:
+    """The train run has logged the whole checkpoint at ``path`` (its epoch records come last)."""
+    runs = _train_runs(client)
+    return bool(runs) and any(Path(a.path).name == RECORDS_FILE for a in client.list_artifacts(runs[0].info.run_id,
+                                                                                              path))
 
 
 def test_gpu_check_prints_skipped_without_cuda() -> None:

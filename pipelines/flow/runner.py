@@ -130,7 +130,7 @@ def run_step(
     error: str | None = None
     try:
         # tqdm.auto's "IProgress not found" in every kernel: its bars are off, ProgressLines prints instead
-        os.environ.setdefault("PYTHONWARNINGS", "ignore::tqdm.TqdmWarning")
+        os.environ.setdefault("PYTHONWARNINGS", "ignore:IProgress not found")
         papermill.execute_notebook(
             str(source), str(executed), parameters=parameters, kernel_name="python3", progress_bar=False,
             stdout_file=StepOutput(step.name, sys.stdout) if progress else None,

@@ -118,7 +118,10 @@ class MlflowMetrics(TrainerCallback):
     def on_save(self, args, state, control, **kwargs):
         if state.is_world_process_zero and self.log_checkpoints:  # after EpochRecords wrote its part
             name = f"checkpoint-{state.global_step}"
-            self.client.log_artifacts(self.run_id, str(Path(args.output_dir) / name), f"checkpoints/{name}")
+            folder = Path(args.output_dir) / name
+            files = sorted(p for p in folder.iterdir() if p.is_file())
+            for path in sorted(files, key=lambda p: p.name == RECORDS_FILE):  # the records last: complete
+                self.client.log_artifact(self.run_id, str(path), f"checkpoints/{name}")
 
 
 class ProgressLines(TrainerCallback):

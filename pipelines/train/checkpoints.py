@@ -54,8 +54,10 @@ def resolve(resume_from: str) -> Path:
         return found
     logged = sorted(((int(m.group(1)), a.path) for a in client.list_artifacts(run.info.run_id, "checkpoints")
                      if (m := _CHECKPOINT.match(Path(a.path).name))), reverse=True)
-    if logged:
-        target = Path(tempfile.mkdtemp(prefix="resume-"))
-        return Path(client.download_artifacts(run.info.run_id, logged[0][1], str(target)))
+    for _, path in logged:  # the newest whose upload finished (its records are uploaded last)
+        if any(Path(f.path).name == RECORDS_FILE for f in client.list_artifacts(run.info.run_id, path)):
+            target = Path(tempfile.mkdtemp(prefix="resume-"))
+            print(f"resume_from: downloading {path} of run {resume_from}", flush=True)
+            return Path(client.download_artifacts(run.info.run_id, path, str(target)))
     raise ConfigError(f"parameter resume_from: run {resume_from} left no checkpoint (its folder "
                       f"{folder or '(untagged)'} has none and none was logged; set log_checkpoints to log them)")
