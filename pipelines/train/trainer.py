@@ -37,7 +37,6 @@ from transformers import (
     Trainer,
     TrainingArguments,
 )
-from transformers.trainer_pt_utils import get_length_grouped_indices
 
 from pipelines.config import TrainSection
 from pipelines.data.embedded import resolve_model_name
@@ -121,49 +120,6 @@ class TokenizedTexts(torch.utils.data.Dataset):
         return {"input_ids": self.ids[i], "labels": int(self.labels[i])}
 
 
-class LengthGroupedBatches(torch.utils.data.Sampler):
-    """transformers' length grouping, with the batches then shuffled; seeded by ``seed`` + epoch.
-
-    ``get_length_grouped_indices`` (the Trainer's ``group_by_length``) sorts random mega-batches of 50
-    batches by length and leaves each one's batches longest first: a long-to-short sweep every 50
-    steps. Shuffling the full batches keeps the padding saving and gives SGD a random order again (the
-    recipe's batches were always shuffled). ``set_epoch`` (called by the Trainer's data loader each
-    epoch) reseeds it, so a resumed run sees the order an uninterrupted one saw.
-    """
-
-    def __init__(self, lengths: list[int], batch_size: int, seed: int):
-        self.lengths, self.batch_size, self.seed, self.epoch = lengths, batch_size, seed, 0
-
-    def set_epoch(self, epoch: int) -> None:
-        self.epoch = epoch
-
-    def __len__(self) -> int:
-        return len(self.lengths)
-
-    def __iter__(self):
-        generator = torch.Generator().manual_seed(self.seed + self.epoch)
-        order = get_length_grouped_indices(self.lengths, self.batch_size, generator=generator)
-        full = len(order) // self.batch_size * self.batch_size  # a short last batch stays last (batches align)
-        batches = [order[i : i + self.batch_size] for i in range(0, full, self.batch_size)]
-        shuffled = [batches[i] for i in torch.randperm(len(batches), generator=generator).tolist()]
-        return iter([i for batch in shuffled for i in batch] + order[full:])
-
-
-class _Trainer(Trainer):
-    """The Trainer, with :class:`LengthGroupedBatches` for ``padding="dynamic"``."""
-
-    def __init__(self, *args: Any, group_seed: int | None = None, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.group_seed = group_seed
-
-    def _get_train_sampler(self, train_dataset=None):
-        dataset = train_dataset if train_dataset is not None else self.train_dataset
-        if self.group_seed is None:
-            return super()._get_train_sampler(train_dataset)
-        per_step = self.args.train_batch_size * self.args.gradient_accumulation_steps
-        return LengthGroupedBatches([len(x) for x in dataset.ids], per_step, self.group_seed)
-
-
 def tokenized(tokenizer: Any, frame: pd.DataFrame, max_length: int, by_length: bool = False) -> TokenizedTexts:
     """``frame``'s texts truncated at ``max_length`` (sorted by length if ``by_length``: evaluation pads less)."""
     ids = tokenizer(frame["text"].tolist(), truncation=True, max_length=max_length)["input_ids"]
@@ -190,7 +146,7 @@ def training_arguments(args: TrainSection, placement: devices.Placement, output_
                                                              placement),
         per_device_eval_batch_size=64,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        train_sampling_strategy="random",  # padding="dynamic": LengthGroupedBatches (_Trainer)
+        train_sampling_strategy="group_by_length" if args.padding == "dynamic" else "random",
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,  # the last and the best; load_best_model_at_end keeps the best
@@ -256,8 +212,7 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     if args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     padding = "max_length" if args.padding == "max_length" else "longest"
-    engine = _Trainer(
-        group_seed=seed if args.padding == "dynamic" else None,
+    engine = Trainer(
         model=model,
         args=training_arguments(args, placement, output_dir, seed=seed, steps_per_epoch=steps_per_epoch),
         train_dataset=train_set,
