@@ -108,6 +108,19 @@ def training(r: dict[str, Any]) -> list[str]:
     ]
 
 
+def train_engine(r: dict[str, Any]) -> list[str]:
+    s = r["summary"]
+    return [
+        "### Training engine: the hand-written loop vs `transformers.Trainer`", _conditions(r), "",
+        f"The default model, the first {r['train_texts']} training texts, one epoch per run, each engine in its own "
+        f"process; the loop is `pipelines/` at {r['baseline_commit']} (the last commit before the Trainer).", "",
+        common.table(r["runs"], ["engine", "steps", "epoch_seconds", "seconds_per_step", "train_loss", "val_accuracy",
+                                 "process_seconds", "loadavg"], 3), "",
+        f"Best epoch: loop {s['epoch_seconds_loop']:.1f} s, Trainer {s['epoch_seconds_trainer']:.1f} s: "
+        f"**{s['ratio_trainer_vs_loop']:.2f}×** (goal ≤ 1, not slower); adjacent pairs {s['pair_ratios']}.", "",
+    ]
+
+
 def overhead(r: dict[str, Any]) -> list[str]:
     s, d, d2 = r["summary"], r["default_size"]["max"], r["default_size"]["min"]
     return [
@@ -216,6 +229,11 @@ def goals() -> list[str]:
         add("training epoch time, dynamic ÷ max_length padding", v, "≤ 0.4", v <= 0.4,
             f"{r['runs'][0]['train_texts']} texts × 1 epoch; accuracy {r['runs'][0]['test_accuracy']:.3f} vs "
             f"{r['runs'][1]['test_accuracy']:.3f}")
+    if (r := _load("train_engine")) is not None:
+        v = r["summary"]["ratio_trainer_vs_loop"]
+        add("training epoch time, Trainer ÷ the loop it replaced", v, "≤ 1", v <= 1.0,
+            f"{r['train_texts']} texts × 1 epoch, best of {len(r['runs']) // 2} each; "
+            f"pairs {r['summary']['pair_ratios']}")
     if (r := _load("overhead")) is not None:
         v = 100 * r["default_size"]["max"]["added_share"]
         add("pipeline overhead at the default size, % of training time", v, "≤ 10", v <= 10,
@@ -231,7 +249,8 @@ def goals() -> list[str]:
             v <= 1.1, f"{grown[0]['peak_rss_mb']:.0f} → {grown[-1]['peak_rss_mb']:.0f} MB")
     if not rows:
         return []
-    load = {n: _load(n)["loadavg_start"][0] for n in ("serving", "long_reviews", "training", "overhead", "batch")
+    load = {n: _load(n)["loadavg_start"][0] for n in ("serving", "long_reviews", "training", "train_engine",
+                                                     "overhead", "batch")
             if _load(n)}
     return ["### Goals at a glance", f"_1-min load average at the start of each benchmark: {load}_", "",
             common.table(rows, ["goal", "measured", "target", "met", "conditions"]), ""]
@@ -269,7 +288,8 @@ def replicas(r: dict[str, Any]) -> list[str]:
 def render() -> str:
     parts = [BEGIN, "", *goals()]
     for name, fn in (("quality", quality), ("serving", serving), ("long_reviews", long_reviews),
-                     ("inprocess", inprocess), ("training", training), ("overhead", overhead), ("batch", batch),
+                     ("inprocess", inprocess), ("training", training), ("train_engine", train_engine),
+                     ("overhead", overhead), ("batch", batch),
                      ("replicas", replicas)):
         r = _load(name)
         if r is not None:

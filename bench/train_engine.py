@@ -4,7 +4,8 @@ The loop is taken from git (``BASELINE``, the last commit before the Trainer: ``
 ``pipelines/`` and ``scoring/`` into a temporary folder); each engine trains the same config (the
 default model, the first ``N`` training texts, one epoch, no early stopping) in its own process, in
 the order A B B A so that load drifting over the run falls on both. Per engine: seconds per epoch
-(the epoch's training steps, without its validation pass), seconds per step, validation accuracy.
+(the epoch's training steps, without its validation pass), seconds per step, validation accuracy; the
+summary compares each engine's best epoch time and gives each adjacent pair's ratio.
 
     python -m bench.train_engine      # 4000 training texts, 2 rounds; BENCH_QUICK=1: 1000 texts, 1 round
 """
@@ -74,9 +75,14 @@ def main() -> None:
         runs.append(run)
         print(f"  {engine}: {run['epoch_seconds']:.1f} s/epoch, {run['seconds_per_step']:.3f} s/step, "
               f"val_accuracy {run['val_accuracy']:.4f}", flush=True)
-    per_engine = {e: statistics.median(r["epoch_seconds"] for r in runs if r["engine"] == e) for e in trees}
-    summary = {"epoch_seconds_loop": per_engine["loop"], "epoch_seconds_trainer": per_engine["trainer"],
-               "ratio_trainer_vs_loop": per_engine["trainer"] / per_engine["loop"]}
+    # best of each engine (contention only ever slows a run down), and each adjacent pair's ratio
+    best = {e: min(r["epoch_seconds"] for r in runs if r["engine"] == e) for e in trees}
+    pairs = [runs[i + 1]["epoch_seconds"] / runs[i]["epoch_seconds"] if runs[i]["engine"] == "loop" else
+             runs[i]["epoch_seconds"] / runs[i + 1]["epoch_seconds"] for i in range(0, len(runs) - 1, 2)]
+    summary = {"epoch_seconds_loop": best["loop"], "epoch_seconds_trainer": best["trainer"],
+               "ratio_trainer_vs_loop": best["trainer"] / best["loop"],
+               "pair_ratios": ", ".join(f"{x:.3f}" for x in pairs),
+               "median_pair_ratio": statistics.median(pairs)}
     print(common.table(runs, ["engine", "steps", "epoch_seconds", "seconds_per_step", "train_loss", "val_accuracy",
                               "process_seconds", "loadavg"], 3))
     print(common.table([summary], digits=3))

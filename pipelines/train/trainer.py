@@ -244,8 +244,11 @@ def _finish(args: TrainSection, model: Any, tokenizer: Any, scoring: ScoringConf
     """After the epochs: the weight average if it wins, the threshold folded in, long texts calibrated."""
     history = records.history
     best = max(history, key=lambda row: _score({k.removeprefix("val_"): v for k, v in row.items()}, metric))
-    best_epoch, best_score = int(best["epoch"]), _score({k.removeprefix("val_"): v for k, v in best.items()}, metric)
-    weights = f"epoch {best_epoch}"
+    best_epoch, weights = int(best["epoch"]), f"epoch {int(best['epoch'])}"
+    # the best epoch scored as the average will be (Scorer: every window of a long text), not as the Trainer's
+    # evaluation saw it (truncated at max_length): the comparison is like for like
+    labels, texts = splits.validation["label"].to_numpy(), splits.validation["text"].tolist()
+    best_score = _score(classification_metrics(labels, Scorer(model, tokenizer, scoring).predict_proba(texts)), metric)
     if records.averaged >= 2 and _average_wins(
         model, tokenizer, scoring, splits, records.weight_sum, records.averaged, best_score, metric, run_id
     ):
@@ -308,9 +311,11 @@ def _average_wins(model, tokenizer, scoring, splits, weight_sum, n, best_score, 
     for name, value in val.items() if run_id else ():
         mlflow.MlflowClient().log_metric(run_id, f"val_averaged_{name}", value, step=0)
     if _score(val, metric) > best_score:
-        print(f"weight average of {n} epochs wins on validation: {metric} {val[metric]:.4f}")
+        print(f"weight average of {n} epochs wins on validation: {metric} {val[metric]:.4f} "
+              f"(score {_score(val, metric):.4f} vs the best epoch's {best_score:.4f})")
         return True
-    print(f"weight average of {n} epochs does not beat the best epoch on validation; keeping the best epoch")
+    print(f"weight average of {n} epochs does not beat the best epoch on validation (score "
+          f"{_score(val, metric):.4f} vs {best_score:.4f}); keeping the best epoch")
     model.load_state_dict(best_state)
     return False
 
