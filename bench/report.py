@@ -116,8 +116,9 @@ def train_engine(r: dict[str, Any]) -> list[str]:
         f"process; the loop is `pipelines/` at {r['baseline_commit']} (the last commit before the Trainer).", "",
         common.table(r["runs"], ["engine", "steps", "epoch_seconds", "seconds_per_step", "train_loss", "val_accuracy",
                                  "process_seconds", "loadavg"], 3), "",
-        f"Best epoch: loop {s['epoch_seconds_loop']:.1f} s, Trainer {s['epoch_seconds_trainer']:.1f} s: "
-        f"**{s['ratio_trainer_vs_loop']:.2f}×** (goal ≤ 1, not slower); adjacent pairs {s['pair_ratios']}.", "",
+        f"Trainer ÷ loop per epoch: adjacent pairs {s['pair_ratios']}, median **{s['median_pair_ratio']:.3f}×** "
+        f"(goal ≤ 1, not slower); best of each: loop {s['epoch_seconds_loop']:.1f} s, Trainer "
+        f"{s['epoch_seconds_trainer']:.1f} s ({s['ratio_trainer_vs_loop']:.3f}×).", "",
     ]
 
 
@@ -230,10 +231,10 @@ def goals() -> list[str]:
             f"{r['runs'][0]['train_texts']} texts × 1 epoch; accuracy {r['runs'][0]['test_accuracy']:.3f} vs "
             f"{r['runs'][1]['test_accuracy']:.3f}")
     if (r := _load("train_engine")) is not None:
-        v = r["summary"]["ratio_trainer_vs_loop"]
-        add("training epoch time, Trainer ÷ the loop it replaced", v, "≤ 1", v <= 1.0,
-            f"{r['train_texts']} texts × 1 epoch, best of {len(r['runs']) // 2} each; "
-            f"pairs {r['summary']['pair_ratios']}")
+        v = r["summary"]["median_pair_ratio"]
+        add("training epoch time, Trainer ÷ the loop it replaced (ABBA pairs)", v, "≤ 1", v <= 1.0,
+            f"{r['train_texts']} texts × 1 epoch; pairs {r['summary']['pair_ratios']}, best of each "
+            f"{r['summary']['ratio_trainer_vs_loop']:.3f}")
     if (r := _load("overhead")) is not None:
         v = 100 * r["default_size"]["max"]["added_share"]
         add("pipeline overhead at the default size, % of training time", v, "≤ 10", v <= 10,
