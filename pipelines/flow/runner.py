@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -42,7 +43,13 @@ class IpcKernelManager(AsyncKernelManager):
     def __init__(self, **kwargs: Any):
         super().__init__(**kwargs)
         self.transport = "ipc"
-        self.ip = str(Path(tempfile.mkdtemp(prefix="sentiment-kernel-")) / "ipc")
+        self.socket_dir = Path(tempfile.mkdtemp(prefix="sentiment-kernel-"))
+        self.ip = str(self.socket_dir / "ipc")
+
+    async def _async_cleanup_resources(self, restart: bool = False) -> None:
+        await super()._async_cleanup_resources(restart=restart)
+        if not restart:  # the kernel is gone: its private folder too
+            shutil.rmtree(self.socket_dir, ignore_errors=True)
 
 
 class StepOutput:
