@@ -79,7 +79,7 @@ def pipeline_run(stack: Stack, as_pipeline: dict[str, str], tiny_csv: Path) -> d
         env=child_env({**as_pipeline, "SENTIMENT_MLOPS_HOME": str(home)}),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout[proc.stdout.index("{"):])
+    result = json.loads(proc.stdout)  # stdout is the result JSON only (the steps' output goes to stderr)
     return {"home": home, "output": proc.stdout + proc.stderr, "result": result}
 
 

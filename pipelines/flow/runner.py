@@ -118,7 +118,7 @@ def run_step(
     """Execute one notebook in a nested run; log it whatever happens; return its result.
 
     With ``progress``, what the cells print (training's progress lines among it) shows in the terminal as
-    it comes, each line led by ``[step]``.
+    it comes, each line led by ``[step]``, on stderr: stdout stays for the CLI's result JSON.
     """
     client = MlflowClient()
     source = notebooks_dir / step.notebook
@@ -132,7 +132,7 @@ def run_step(
     run_id = run.info.run_id
     values = {**cfg.model_dump(), **(extra or {}), "mlflow_run_id": run_id, "result_path": str(result_path)}
     parameters = {k: values[k] for k in (*step.parameters, *RUNNER_PARAMETERS)}
-    print(f"[{step.name}] running {source.name} → {executed}", flush=True)
+    print(f"[{step.name}] running {source.name} → {executed}", file=sys.stderr, flush=True)
     started = time.perf_counter()
     error: str | None = None
     try:
@@ -140,7 +140,7 @@ def run_step(
         os.environ.setdefault("PYTHONWARNINGS", "ignore:IProgress not found")
         papermill.execute_notebook(
             str(source), str(executed), parameters=parameters, kernel_name="python3", progress_bar=False,
-            stdout_file=StepOutput(step.name, sys.stdout) if progress else None,
+            stdout_file=StepOutput(step.name, sys.stderr) if progress else None,
             stderr_file=StepOutput(step.name, sys.stderr) if progress else None,
             kernel_manager_class=IpcKernelManager,
         )
@@ -156,7 +156,7 @@ def run_step(
         client.set_terminated(run_id, "FAILED")
         raise StepFailed(step.name, executed, run_id, error)
     client.set_terminated(run_id, "FINISHED")
-    print(f"[{step.name}] done in {seconds:.0f}s", flush=True)
+    print(f"[{step.name}] done in {seconds:.0f}s", file=sys.stderr, flush=True)
     return json.loads(result_path.read_text()) if result_path.exists() else {}
 
 
