@@ -137,8 +137,13 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
     mv = resolve_version(model_uri)
     logged_run = mv.tags.get(ONNX_RUN_ID) if mv is not None else None
     if logged_run:
-        path = mlflow.artifacts.download_artifacts(artifact_uri=f"runs:/{logged_run}/{mv.tags[ONNX_PATHS[quantized]]}")
-        return scorer(make_session(path, threads))
+        # a copy in a folder of our own, gone once the session holds the model (each load and hot reload
+        # used to leave one more in the temp dir)
+        with tempfile.TemporaryDirectory(prefix="onnx-download-") as tmp:
+            path = mlflow.artifacts.download_artifacts(
+                artifact_uri=f"runs:/{logged_run}/{mv.tags[ONNX_PATHS[quantized]]}", dst_path=tmp)
+            session = make_session(path, threads)
+        return scorer(session)
     where = f"{mv.name} v{mv.version}" if mv is not None else model_uri
     print(f"no ONNX export logged with {where}: exporting it now "
           f"(log one with: python -m pipelines export-onnx --model-uri {model_uri})", file=sys.stderr)
