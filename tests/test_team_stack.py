@@ -79,7 +79,8 @@ def pipeline_run(stack: Stack, as_pipeline: dict[str, str], tiny_csv: Path) -> d
         env=child_env({**as_pipeline, "SENTIMENT_MLOPS_HOME": str(home)}),
     )
     assert proc.returncode == 0, proc.stderr[-4000:]
-    result = json.loads(proc.stdout)  # stdout is the result JSON only (the steps' output goes to stderr)
+    out = proc.stdout  # the result JSON on lines of its own, after MLflow's "View run … at: http://…" links
+    result = json.loads(out if out.startswith("{") else out[out.index("\n{") + 1:])
     return {"home": home, "output": proc.stdout + proc.stderr, "result": result}
 
 
