@@ -11,16 +11,17 @@ import time
 
 import torch
 
-from pipelines.config import build_config
+from pipelines.config import ConfigError, build_config
 from pipelines.data.split import load_splits
 from pipelines.evaluate.testset import evaluate_scorer
-from pipelines.train import trainer
+from pipelines.train import devices, trainer
 
 
 def main() -> int:
-    if not torch.cuda.is_available():
-        why = "a CPU-only build" if torch.version.cuda is None else f"CUDA {torch.version.cuda}, no device visible"
-        print(f"SKIPPED: no CUDA device (torch {torch.__version__}, {why})")
+    try:
+        devices.resolve_device("cuda")  # the train step's own check and its reason
+    except ConfigError as exc:
+        print(f"SKIPPED: no CUDA device ({exc})")
         return 0
     precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
     cfg = build_config({"epochs": 1, "device": "cuda", "precision": precision, "early_stopping_patience": 0})
