@@ -4,8 +4,10 @@ The loop is taken from git (``BASELINE``, the last commit before the Trainer: ``
 ``pipelines/`` and ``scoring/`` into a temporary folder); each engine trains the same config (the
 default model, the first ``N`` training texts, one epoch, no early stopping) in its own process, in
 the order A B B A so that load drifting over the run falls on both. Per engine: seconds per epoch
-(the epoch's training steps, without its validation pass), seconds per step, validation accuracy; the
-summary compares each engine's best epoch time and gives each adjacent pair's ratio.
+(the epoch's training steps, without its validation pass), seconds per step, validation accuracy and a
+digest of the trained weights; the summary compares each engine's best epoch time, gives each adjacent
+pair's ratio, and says whether all four runs trained the same weights (the Trainer runs the recipe's
+random streams, so it should).
 
     python -m bench.train_engine      # 4000 training texts, 2 rounds; BENCH_QUICK=1: 1000 texts, 1 round
 """
@@ -28,14 +30,16 @@ from bench import common
 
 BASELINE = "48c5477"  # the loop's last commit (pipelines/train/trainer.py before transformers.Trainer)
 CHILD = """
-import json, sys
+import hashlib, json, sys
 from pipelines.config import build_config
 from pipelines.data.split import load_splits
 from pipelines.train import trainer
 cfg = build_config(json.loads(sys.argv[1]))
 splits = load_splits(cfg.data)
 result = trainer.train(cfg.train, cfg.scoring, splits, seed=cfg.seed, metric=cfg.promotion_metric, progress=False)
-print("RESULT " + json.dumps({**result.history[0], "steps": result.steps,
+state = result.model.state_dict()
+weights = hashlib.sha256(b"".join(state[k].contiguous().numpy().tobytes() for k in sorted(state))).hexdigest()[:12]
+print("RESULT " + json.dumps({**result.history[0], "steps": result.steps, "weights": weights,
                               "val_accuracy_final": result.validation_metrics["accuracy"]}))
 """
 
@@ -82,9 +86,10 @@ def main() -> None:
     summary = {"epoch_seconds_loop": best["loop"], "epoch_seconds_trainer": best["trainer"],
                "ratio_trainer_vs_loop": best["trainer"] / best["loop"],
                "pair_ratios": ", ".join(f"{x:.3f}" for x in pairs),
-               "median_pair_ratio": statistics.median(pairs)}
+               "median_pair_ratio": statistics.median(pairs),
+               "same_weights": len({r["weights"] for r in runs}) == 1}
     print(common.table(runs, ["engine", "steps", "epoch_seconds", "seconds_per_step", "train_loss", "val_accuracy",
-                              "process_seconds", "loadavg"], 3))
+                              "weights", "process_seconds", "loadavg"], 3))
     print(common.table([summary], digits=3))
     common.write_results("train_engine", {"baseline_commit": BASELINE, "train_texts": n_train, "runs": runs,
                                           "summary": summary}, started, load_start)

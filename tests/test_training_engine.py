@@ -10,7 +10,6 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
 from mlflow import MlflowClient
@@ -149,56 +148,50 @@ def test_gpu_check_prints_skipped_without_cuda() -> None:
     assert proc.returncode == 0 and proc.stdout.startswith("SKIPPED: no CUDA device"), proc.stdout + proc.stderr
 
 
-def test_the_trainer_takes_the_recipes_steps_exactly(tmp_path) -> None:
-    """Dropout off, same batches: the Trainer as configured = AdamW (decay groups), warm-up/decay, clipping.
+def test_the_trainer_runs_the_recipe_written_out_bit_for_bit() -> None:
+    """``trainer.train`` = the recipe as a hand-written loop, with dropout on, over two evaluated epochs.
 
-    So a difference between the engines' runs is their random draws (dropout masks, batch order), not the recipe.
+    Seed, a new head, the length-grouped batches of each epoch, AdamW (decay groups), linear warm-up/decay,
+    clipping; dropout draws continue from the head's initialisation and evaluation takes none of them. So
+    the Trainer's model is the recipe's (the hand-written loop the Trainer replaced trained the same way).
     """
     import copy
 
-    from transformers import DataCollatorWithPadding, TrainerCallback, get_linear_schedule_with_warmup
+    from transformers import DataCollatorWithPadding, get_linear_schedule_with_warmup
 
     from pipelines.data.split import load_splits
-    from pipelines.train import trainer
+    from pipelines.train import sampling, trainer
 
-    steps, batch = 8, 16
-    cfg = build_config({"batch_size": batch, "max_length": 32, "max_train_samples": steps * batch})
+    cfg = build_config({"batch_size": 16, "max_length": 32, "max_train_samples": 120, "epochs": 2,
+                        "early_stopping_patience": 0, "average_checkpoints": False, "tune_threshold": False,
+                        "calibrate_long_texts": False})
     splits = load_splits(cfg.data)
     trainer.seed_everything(cfg.seed)
-    base, tokenizer = trainer.load_base_model(cfg.model_name)
-    for module in base.modules():
-        if isinstance(module, torch.nn.Dropout):
-            module.p = 0.0
+    model, tokenizer = trainer.load_base_model(cfg.model_name)
     texts = trainer.tokenized(tokenizer, splits.train, cfg.max_length)
+    batches = sampling.LengthGroupedBatches([len(x) for x in texts.ids], cfg.batch_size, cfg.seed)
     collate = DataCollatorWithPadding(tokenizer, padding="longest")
-    total = steps * cfg.epochs
-
-    model = copy.deepcopy(base).train()
+    total = batches.steps_per_epoch * cfg.epochs
     no_decay = ("bias", "LayerNorm.weight")
     optimizer = torch.optim.AdamW([
         {"params": [p for n, p in model.named_parameters() if not any(k in n for k in no_decay)],
          "weight_decay": cfg.weight_decay},
         {"params": [p for n, p in model.named_parameters() if any(k in n for k in no_decay)], "weight_decay": 0.0},
     ], lr=cfg.learning_rate)
-    schedule = get_linear_schedule_with_warmup(optimizer, int(np.ceil(cfg.warmup_ratio * total)), total)
-    for step in range(steps):
-        loss = model(**collate([texts[i] for i in range(step * batch, (step + 1) * batch)])).loss
-        loss.backward()
-        torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
-        optimizer.step()
-        schedule.step()
-        optimizer.zero_grad(set_to_none=True)
+    schedule = get_linear_schedule_with_warmup(optimizer, int(cfg.warmup_ratio * total), total)
+    model.train()
+    epochs = []
+    for epoch in range(cfg.epochs):
+        for batch in batches.epoch_batches(epoch):
+            model(**collate([texts[i] for i in batch])).loss.backward()
+            torch.nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+            optimizer.step()
+            schedule.step()
+            optimizer.zero_grad(set_to_none=True)
+        epochs.append(copy.deepcopy(model.state_dict()))
 
-    class StopAfter(TrainerCallback):
-        def on_step_end(self, args, state, control, **kwargs):
-            control.should_training_stop = state.global_step >= steps
-
-    arguments = trainer.training_arguments(cfg.train, devices.resolve("cpu"), tmp_path, seed=cfg.seed,
-                                           steps_per_epoch=steps)
-    arguments.train_sampling_strategy, arguments.save_strategy, arguments.eval_strategy = "sequential", "no", "no"
-    arguments.load_best_model_at_end = False
-    engine = trainer.Trainer(model=copy.deepcopy(base), args=arguments, train_dataset=texts, data_collator=collate,
-                             callbacks=[StopAfter()])
-    engine.train()
-    ours, theirs = dict(model.named_parameters()), dict(engine.model.named_parameters())
-    assert max((ours[k] - theirs[k]).abs().max().item() for k in ours) < 1e-6
+    result = trainer.train(cfg.train, cfg.scoring, splits, seed=cfg.seed, progress=False)
+    assert result.steps == total == 16
+    ours, theirs = epochs[result.best_epoch - 1], result.model.state_dict()
+    assert {k: (ours[k] - theirs[k]).abs().max().item() for k in ours} == dict.fromkeys(ours, 0.0)
+    assert not torch.equal(epochs[0]["classifier.weight"], epochs[1]["classifier.weight"])

@@ -13,7 +13,6 @@ are aggregated, chosen on validation long texts (:mod:`pipelines.evaluate.aggreg
 from __future__ import annotations
 
 import copy
-import math
 import random
 import shutil
 import tempfile
@@ -27,6 +26,7 @@ import numpy as np
 import pandas as pd
 import torch
 import transformers
+from torch.utils.data import DataLoader
 from transformers import (
     AutoModelForSequenceClassification,
     AutoTokenizer,
@@ -45,6 +45,7 @@ from pipelines.evaluate import aggregation, long_texts
 from pipelines.evaluate.metrics import best_threshold, classification_metrics
 from pipelines.train import devices
 from pipelines.train.callbacks import EpochRecords, MlflowMetrics, ProgressLines
+from pipelines.train.sampling import LengthGroupedBatches
 from scoring.config import ScoringConfig, save_scoring_config
 from scoring.labels import LABEL_NAMES, POSITIVE
 from scoring.scorer import Scorer
@@ -80,17 +81,19 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_base_model(model_name: str) -> tuple[Any, Any]:
-    """Tokenizer and a sequence classifier with a fresh 2-label head."""
-    source = resolve_model_name(model_name)
-    tokenizer = AutoTokenizer.from_pretrained(source)
-    model = AutoModelForSequenceClassification.from_pretrained(
-        source,
+def load_classifier(model_name: str) -> Any:
+    """``model_name``'s encoder with a fresh 2-label head (drawn from torch's random state)."""
+    return AutoModelForSequenceClassification.from_pretrained(
+        resolve_model_name(model_name),
         num_labels=2,
         id2label=dict(LABEL_NAMES),
         label2id={v: k for k, v in LABEL_NAMES.items()},
     )
-    return model, tokenizer
+
+
+def load_base_model(model_name: str) -> tuple[Any, Any]:
+    """Tokenizer and a sequence classifier with a fresh 2-label head."""
+    return load_classifier(model_name), AutoTokenizer.from_pretrained(resolve_model_name(model_name))
 
 
 def fold_threshold(model: Any, threshold: float) -> None:
@@ -130,15 +133,45 @@ def tokenized(tokenizer: Any, frame: pd.DataFrame, max_length: int, by_length: b
     return TokenizedTexts(ids, labels)
 
 
+class RecipeTrainer(Trainer):
+    """The Trainer on the recipe's random streams: its batches, and dropout that evaluation leaves alone.
+
+    The batches are :class:`~pipelines.train.sampling.LengthGroupedBatches`; the DataLoader gets a
+    generator of its own (it would otherwise take a seed from torch's global state, which dropout
+    draws from), and evaluation runs on a fork of that state. With ``model_init`` (the Trainer seeds,
+    then builds the model) dropout's draws continue from the new head's initialisation. So the run is
+    a function of the seed and the recipe alone: not of how often it is evaluated, and the same as the
+    hand-written loop that trained before the Trainer.
+    """
+
+    def __init__(self, *args: Any, batches: LengthGroupedBatches, **kwargs: Any):
+        self.batches = batches
+        super().__init__(*args, **kwargs)
+
+    def get_train_dataloader(self) -> DataLoader:
+        collate = self._get_collator_with_removed_columns(self.data_collator, description="Training")
+        loader = DataLoader(self.train_dataset, batch_sampler=self.batches, collate_fn=collate,
+                            num_workers=self.args.dataloader_num_workers, pin_memory=self.args.dataloader_pin_memory,
+                            generator=torch.Generator().manual_seed(self.args.seed))
+        return self.accelerator.prepare(loader)  # several processes: micro-batch i goes to rank i % N
+
+    def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
+        with torch.random.fork_rng(devices=[]):
+            return super().evaluate(*args, **kwargs)
+
+
 def training_arguments(args: TrainSection, placement: devices.Placement, output_dir: Path, *, seed: int,
                        steps_per_epoch: int) -> TrainingArguments:
-    """The recipe as TrainingArguments: AdamW, linear warm-up/decay, clipping, epochs evaluated and saved."""
+    """The recipe as TrainingArguments: AdamW, linear warm-up/decay, clipping, epochs evaluated and saved.
+
+    ``steps_per_epoch`` counts optimizer steps (one per batch of ``batch_size``).
+    """
     return TrainingArguments(
         output_dir=str(output_dir),
         num_train_epochs=args.epochs,
         learning_rate=args.learning_rate,
         weight_decay=args.weight_decay,
-        warmup_steps=args.warmup_ratio,  # a float in [0, 1) is a ratio of the total steps
+        warmup_steps=int(args.warmup_ratio * steps_per_epoch * args.epochs),
         lr_scheduler_type="linear",
         optim="adamw_torch",
         max_grad_norm=1.0,
@@ -146,7 +179,6 @@ def training_arguments(args: TrainSection, placement: devices.Placement, output_
                                                              placement),
         per_device_eval_batch_size=64,
         gradient_accumulation_steps=args.gradient_accumulation_steps,
-        train_sampling_strategy="group_by_length" if args.padding == "dynamic" else "random",
         eval_strategy="epoch",
         save_strategy="epoch",
         save_total_limit=2,  # the last and the best; load_best_model_at_end keeps the best
@@ -199,10 +231,11 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     output_dir = Path(output_dir or tempfile.mkdtemp(prefix="train-"))
     transformers.logging.disable_progress_bar()  # checkpoint-writing bars; ProgressLines reports the run
     seed_everything(seed)
-    model, tokenizer = load_base_model(args.model_name)
+    tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(args.model_name))
     train_set = tokenized(tokenizer, splits.train, scoring.max_length)
     val_set = tokenized(tokenizer, splits.validation, scoring.max_length, by_length=True)
-    steps_per_epoch = math.ceil(len(train_set) / args.batch_size)
+    batches = LengthGroupedBatches([len(x) for x in train_set.ids], args.batch_size, seed,
+                                   parts=placement.num_processes * args.gradient_accumulation_steps)
     records = EpochRecords(AVERAGE_FROM_EPOCH if args.average_checkpoints else None)
     callbacks: list[Any] = [records]
     if run_id:
@@ -212,9 +245,10 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     if args.early_stopping_patience:
         callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
     padding = "max_length" if args.padding == "max_length" else "longest"
-    engine = Trainer(
-        model=model,
-        args=training_arguments(args, placement, output_dir, seed=seed, steps_per_epoch=steps_per_epoch),
+    engine = RecipeTrainer(
+        model_init=lambda: load_classifier(args.model_name),  # after the Trainer seeds: the recipe's order
+        batches=batches,
+        args=training_arguments(args, placement, output_dir, seed=seed, steps_per_epoch=batches.steps_per_epoch),
         train_dataset=train_set,
         eval_dataset=val_set,
         data_collator=DataCollatorWithPadding(tokenizer, padding=padding, max_length=scoring.max_length),
