@@ -115,10 +115,13 @@ def train_engine(r: dict[str, Any]) -> list[str]:
         f"The default model, the first {r['train_texts']} training texts, one epoch per run, each engine in its own "
         f"process; the loop is `pipelines/` at {r['baseline_commit']} (the last commit before the Trainer).", "",
         common.table(r["runs"], ["engine", "steps", "epoch_seconds", "seconds_per_step", "train_loss", "val_accuracy",
-                                 "process_seconds", "loadavg"], 3), "",
+                                 "weights", "process_seconds", "loadavg"], 3), "",
         f"Trainer ÷ loop per epoch: adjacent pairs {s['pair_ratios']}, median **{s['median_pair_ratio']:.3f}×** "
         f"(goal ≤ 1, not slower); best of each: loop {s['epoch_seconds_loop']:.1f} s, Trainer "
         f"{s['epoch_seconds_trainer']:.1f} s ({s['ratio_trainer_vs_loop']:.3f}×).", "",
+        ("All runs trained **the same weights** (the digest of every tensor of the model each returned): the Trainer "
+         "runs the recipe's batches and random draws, so it is the loop, step for step." if s.get("same_weights") else
+         "The engines trained different weights (their random draws differ)."), "",
     ]
 
 
