@@ -55,6 +55,33 @@ def test_the_effective_batch_must_divide_among_processes_and_accumulation() -> N
         devices.per_device_batch(30, 4, placement)
 
 
+def test_the_recipe_batches_split_across_ranks_and_steps_into_one_optimizer_step_each() -> None:
+    """2 ranks x 2 accumulation steps: accelerate's shards of the micro-batches make up each batch of one process,
+    epoch by epoch, the same in a new sampler (a resumed run); every micro-batch is scored by some rank."""
+    import random
+
+    from accelerate.data_loader import BatchSamplerShard
+
+    from pipelines.train.sampling import LengthGroupedBatches
+
+    lengths = [random.Random(3).randint(3, 60) for _ in range(103)]  # 6 batches of 16 and one of 7
+    alone, split = LengthGroupedBatches(lengths, 16, seed=7), LengthGroupedBatches(lengths, 16, seed=7, parts=4)
+    assert alone.steps_per_epoch == split.steps_per_epoch == 7 and len(split) == 28
+    seen = []
+    for epoch in (0, 1):
+        alone.set_epoch(epoch)
+        split.set_epoch(epoch)
+        ranks = [list(BatchSamplerShard(split, num_processes=2, process_index=r)) for r in (0, 1)]
+        assert [len(r) for r in ranks] == [14, 14]
+        batches = list(alone)
+        for step, batch in enumerate(batches):
+            parts = [ranks[r][2 * step + a] for r in (0, 1) for a in (0, 1)]
+            assert sorted(i for part in parts for i in part) == sorted(batch) and all(parts)
+        assert batches == LengthGroupedBatches(lengths, 16, seed=7).epoch_batches(epoch)
+        seen.append(batches)
+    assert seen[0] != seen[1] and sorted(i for b in seen[1] for i in b) == list(range(103))
+
+
 def test_resume_from_what_is_not_a_checkpoint_is_refused(mlflow_uri, tmp_path) -> None:
     with pytest.raises(ConfigError, match=r"parameter resume_from: .* holds no complete checkpoint"):
         checkpoints.resolve(str(tmp_path))

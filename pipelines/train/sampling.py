@@ -36,11 +36,12 @@ class LengthGroupedBatches(Sampler[list[int]]):
     """A batch sampler (the Trainer's ``set_epoch`` picks the epoch) of :func:`length_grouped_batches`.
 
     A last batch smaller than ``parts`` cannot be cut into ``parts`` micro-batches and is left out
-    (at most ``parts - 1`` texts an epoch, only with several processes or accumulation steps).
+    (at most ``parts - 1`` texts an epoch, only with several processes or accumulation steps). It has
+    no ``batch_size`` attribute: accelerate would then take micro-batches of another size as incomplete.
     """
 
     def __init__(self, lengths: list[int], batch_size: int, seed: int, parts: int = 1, mega: int = 50):
-        self.lengths, self.batch_size, self.seed, self.parts, self.mega = list(lengths), batch_size, seed, parts, mega
+        self.lengths, self.rows, self.seed, self.parts, self.mega = list(lengths), batch_size, seed, parts, mega
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -49,15 +50,15 @@ class LengthGroupedBatches(Sampler[list[int]]):
     @property
     def steps_per_epoch(self) -> int:
         """Optimizer steps an epoch: one per batch."""
-        full, tail = divmod(len(self.lengths), self.batch_size)
+        full, tail = divmod(len(self.lengths), self.rows)
         return full + (tail >= self.parts)
 
     def epoch_batches(self, epoch: int) -> list[list[int]]:
         """Epoch ``epoch``'s batches (0-based), the seed's draws replayed through the epochs before it."""
         rng = random.Random(self.seed)
         for _ in range(epoch):
-            length_grouped_batches(self.lengths, self.batch_size, rng, self.mega)
-        return length_grouped_batches(self.lengths, self.batch_size, rng, self.mega)
+            length_grouped_batches(self.lengths, self.rows, rng, self.mega)
+        return length_grouped_batches(self.lengths, self.rows, rng, self.mega)
 
     def __iter__(self) -> Iterator[list[int]]:
         for batch in self.epoch_batches(self.epoch):
