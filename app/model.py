@@ -123,6 +123,7 @@ class ModelManager:
         start = time.perf_counter()
         try:
             scorer = load_scorer(identity.source, self.settings.backend, threads=self.settings.onnx_threads,
+                                 parallel=self.settings.onnx_parallel,
                                  **self.settings.scoring_overrides())
             _smoke_test(scorer)
         except Exception as err:  # any failure leaves the served model in place

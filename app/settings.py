@@ -44,7 +44,10 @@ class Settings(BaseSettings):
     host: str = Field("127.0.0.1", description="bind address of `python -m app` (0.0.0.0 in a container)")
     port: int = Field(8000, ge=1, le=65535)
     torch_threads: int = Field(default_factory=_default_threads, ge=1, description="cap on torch threads")
-    onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads; 0 = ORT's default (all cores)")
+    onnx_threads: int = Field(0, ge=0, description="ONNX Runtime intra-op threads per call; 0 = the cores shared "
+                                                   "among ONNX_PARALLEL calls")
+    onnx_parallel: int = Field(0, ge=0, description="ONNX Runtime calls at once (the texts of a micro-batch); "
+                                                    "0 = one per core")
     reload_interval_s: float = Field(30.0, ge=0, description="alias polling period; 0 = off")
     reload_jitter: float = Field(
         0.2, ge=0, lt=1,

@@ -25,14 +25,17 @@ import pandas as pd
 from bench import common, serving
 
 # today = the scorer before issue 16: int8 one window per call, windows overlapping by 16, up to 16 of them,
-# mean probability, threshold 0.5 (explicit, so the variant does not depend on what the model saved)
+# mean probability, threshold 0.5 (explicit, so the variant does not depend on what the model saved), one ONNX
+# Runtime call at a time on all cores
 TODAY = {"INT8_CALLS": "window", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16", "AGGREGATION": "prob_length",
-         "LONG_THRESHOLD": "0.5"}
+         "LONG_THRESHOLD": "0.5", "ONNX_PARALLEL": "1"}
 VARIANTS: dict[str, dict[str, str]] = {
     "today": TODAY,
-    "per-text": {"INT8_CALLS": "text", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16"},
-    "no-overlap": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "16"},
-    "defaults": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8"},  # scoring.config's new defaults
+    "per-text": {"INT8_CALLS": "text", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16", "ONNX_PARALLEL": "1"},
+    "no-overlap": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "16", "ONNX_PARALLEL": "1"},
+    "in-turn": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8", "ONNX_PARALLEL": "1"},
+    # scoring.config's defaults, and calls side by side: one per core, one thread each (ONNX_PARALLEL's default)
+    "defaults": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8"},
     "max4": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "4"},
     "truncate": {"LONG_TEXT_STRATEGY": "truncate", "INT8_CALLS": "text"},  # one window: the floor, not a candidate
 }

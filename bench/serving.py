@@ -30,7 +30,7 @@ from tools.harness import ServerProcess, app_server, child_env, free_port
 
 CONCURRENCY = (1, 8)
 # the app's settings that the variants change; any value of them in the caller's environment is dropped
-VARIANT_SETTINGS = ("BACKEND", "MICRO_BATCH_MS", "LONG_TEXT_STRATEGY", "INFERENCE_LOG", "ONNX_THREADS",
+VARIANT_SETTINGS = ("BACKEND", "MICRO_BATCH_MS", "LONG_TEXT_STRATEGY", "INFERENCE_LOG", "ONNX_THREADS", "ONNX_PARALLEL",
                     "TORCH_THREADS", "INT8_CALLS", "WINDOW_STRIDE", "MAX_WINDOWS", "AGGREGATION", "LONG_THRESHOLD")
 APP_VARIANTS: dict[str, dict[str, str]] = {
     "app": {},  # the defaults: BACKEND=onnx-int8, MICRO_BATCH_MS=3 (see app/settings.py)

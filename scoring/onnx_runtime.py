@@ -13,6 +13,8 @@ import os
 import sys
 import tempfile
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from functools import cache
 from pathlib import Path
 from typing import Any
 
@@ -36,11 +38,40 @@ from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
 # A text of one window is one call either way. fp32 gives equal answers in any batch and runs batched.
 INT8_CALLS_ENV = "INT8_CALLS"
 INT8_CALLS = ("text", "window")
-THREADS_ENV = "ONNX_THREADS"  # intra-op threads of ONNX Runtime sessions; 0 / unset = ONNX Runtime's default
+THREADS_ENV = "ONNX_THREADS"  # intra-op threads of each ONNX Runtime call; 0 / unset = cores / ONNX_PARALLEL
+# ONNX Runtime calls that run at once (texts of one scoring call, each a call of its own); 0 / unset = one per core.
+# On small inputs (windows of 64 tokens) one single-threaded call per core does more than one call spread over all
+# cores: the threads of one call spend their time waiting for each other (BENCHMARKS.md, long reviews). A text's
+# answer does not depend on it: one thread or several give the same logits.
+PARALLEL_ENV = "ONNX_PARALLEL"
 
 
-def session_options(threads: int | None = None) -> ort.SessionOptions:
-    """Full graph optimization, sequential execution, ``threads`` intra-op threads (0 = ORT's default: all cores).
+def cores() -> int:
+    """The CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def _env_int(name: str) -> int:
+    value = os.environ.get(name, "").strip() or "0"
+    if not value.isdigit():
+        raise ValueError(f"{name}={value!r}: a whole number ≥ 0 (0 = the default)")
+    return int(value)
+
+
+def parallel_setting(parallel: int | None = None) -> int:
+    """Calls at once: ``parallel``, else ``$ONNX_PARALLEL``, else one per core (0 counts as unset)."""
+    value = _env_int(PARALLEL_ENV) if parallel is None else parallel
+    return value if value > 0 else cores()
+
+
+def threads_setting(threads: int | None = None, parallel: int | None = None) -> int:
+    """Intra-op threads per call: ``threads``, else ``$ONNX_THREADS``, else the cores shared among the calls."""
+    value = _env_int(THREADS_ENV) if threads is None else threads
+    return value if value > 0 else max(1, cores() // parallel_setting(parallel))
+
+
+def session_options(threads: int | None = None, parallel: int | None = None) -> ort.SessionOptions:
+    """Full graph optimization, sequential execution, :func:`threads_setting` intra-op threads.
 
     Idle worker threads sleep instead of spinning: on a shared or busy CPU spinning steals the cores that
     tokenization, the web server and other processes need (long texts, 2 threads, load 5 on 2 cores: 64 ms
@@ -50,22 +81,28 @@ def session_options(threads: int | None = None) -> ort.SessionOptions:
     opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
     opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
     opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    threads = int(os.environ.get(THREADS_ENV, "0") or 0) if threads is None else threads
-    opts.intra_op_num_threads = max(0, threads)
+    opts.intra_op_num_threads = threads_setting(threads, parallel)
     opts.inter_op_num_threads = 1
     return opts
 
 
-def make_session(path: str | Path, threads: int | None = None) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), session_options(threads), providers=["CPUExecutionProvider"])
+def make_session(path: str | Path, threads: int | None = None, parallel: int | None = None) -> ort.InferenceSession:
+    return ort.InferenceSession(str(path), session_options(threads, parallel), providers=["CPUExecutionProvider"])
+
+
+@cache
+def _executor(workers: int) -> ThreadPoolExecutor:
+    """One pool per size for the whole process (scorers come and go with hot reloads; the threads stay)."""
+    return ThreadPoolExecutor(workers, thread_name_prefix="onnx-call")
 
 
 class OnnxScorer(Scorer):
     """:class:`Scorer` with the forward pass in ONNX Runtime (numpy in, numpy out)."""
 
     def __init__(self, session: ort.InferenceSession, tokenizer: Any, scoring: ScoringConfig, batch_size: int = 64,
-                 per_text: bool = False):
+                 per_text: bool = False, parallel: int = 1):
         self.model = None
+        self.parallel = parallel  # calls run at once (ONNX Runtime releases the GIL; a session serves many)
         self.session = session
         self.tokenizer = tokenizer
         self.scoring = scoring
@@ -100,8 +137,15 @@ class OnnxScorer(Scorer):
         else:
             order = np.argsort([len(x) for x in ids], kind="stable")
             calls = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        for batch in calls:
-            logits = self.logits([ids[i] for i in batch]).astype(np.float32)
+        def call(batch: np.ndarray) -> np.ndarray:
+            return self.logits([ids[i] for i in batch])
+
+        if self.parallel > 1 and len(calls) > 1:
+            results = list(_executor(self.parallel).map(call, calls))
+        else:
+            results = [call(batch) for batch in calls]
+        for batch, raw in zip(calls, results, strict=True):
+            logits = raw.astype(np.float32)
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
             probs[batch] = (shifted / shifted.sum(axis=-1, keepdims=True))[:, POSITIVE]
             margins[batch] = logit_margin(logits)
@@ -117,23 +161,25 @@ def int8_calls_setting(value: str | None = None) -> str:
 
 
 def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | None = None,
-                     **scoring_overrides: Any) -> OnnxScorer:
+                     parallel: int | None = None, **scoring_overrides: Any) -> OnnxScorer:
     """An :class:`OnnxScorer` for ``model_uri``.
 
     Uses ``onnx/`` inside a local model folder, else the files logged with the registered version
     (``onnx.*`` tags); otherwise converts (and quantizes) the PyTorch model in a temporary folder first.
-    int8 calls hold the windows of one text (``$INT8_CALLS``, see :data:`INT8_CALLS`).
+    int8 calls hold the windows of one text (``$INT8_CALLS``, see :data:`INT8_CALLS`); up to ``parallel``
+    calls run at once (:data:`PARALLEL_ENV`), each on ``threads`` threads (:data:`THREADS_ENV`).
     """
     tokenizer, scoring = load_tokenizer_and_scoring(model_uri, **scoring_overrides)
     calls = int8_calls_setting() if quantized else ""
     batch_size, per_text = (1 if calls == "window" else 64), calls == "text"
+    parallel = parallel_setting(parallel)
 
     def scorer(session: ort.InferenceSession) -> OnnxScorer:
-        return OnnxScorer(session, tokenizer, scoring, batch_size, per_text)
+        return OnnxScorer(session, tokenizer, scoring, batch_size, per_text, parallel)
 
     in_folder = Path(model_uri) / ONNX_DIR / FILES[quantized]  # an exported model folder that carries its ONNX
     if in_folder.is_file():
-        return scorer(make_session(in_folder, threads))
+        return scorer(make_session(in_folder, threads, parallel))
     mv = resolve_version(model_uri)
     logged_run = mv.tags.get(ONNX_RUN_ID) if mv is not None else None
     if logged_run:
@@ -142,7 +188,7 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
         with tempfile.TemporaryDirectory(prefix="onnx-download-") as tmp:
             path = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"runs:/{logged_run}/{mv.tags[ONNX_PATHS[quantized]]}", dst_path=tmp)
-            session = make_session(path, threads)
+            session = make_session(path, threads, parallel)
         return scorer(session)
     where = f"{mv.name} v{mv.version}" if mv is not None else model_uri
     print(f"no ONNX export logged with {where}: exporting it now "
@@ -152,5 +198,5 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
         path = export_onnx(model, torch_tokenizer, Path(tmp) / FILES[False])
         if quantized:
             path = quantize_int8(path, Path(tmp) / FILES[True])
-        session = make_session(path, threads)  # the session holds the model; the files can go
+        session = make_session(path, threads, parallel)  # the session holds the model; the files can go
     return scorer(session)

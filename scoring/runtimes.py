@@ -36,34 +36,38 @@ def _check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:
     return {k: v for k, v in overrides.items() if v is not None}
 
 
-def load_torch(model_uri: str, threads: int | None = None, **scoring_overrides: Any) -> Scorer:
+def load_torch(model_uri: str, threads: int | None = None, parallel: int | None = None,
+               **scoring_overrides: Any) -> Scorer:
     """The logged transformers model in PyTorch, scored by :class:`Scorer` (torch threads are process-wide)."""
     model, tokenizer = load_components(model_uri)
     return Scorer(model, tokenizer, ScoringConfig.from_model(model, **scoring_overrides))
 
 
-def load_onnx(model_uri: str, threads: int | None = None, **scoring_overrides: Any) -> ScorerLike:
+def load_onnx(model_uri: str, threads: int | None = None, parallel: int | None = None,
+              **scoring_overrides: Any) -> ScorerLike:
     """ONNX Runtime fp32 (the export logged with the version, else converted on the spot)."""
-    return load_onnx_scorer(model_uri, quantized=False, threads=threads, **scoring_overrides)
+    return load_onnx_scorer(model_uri, quantized=False, threads=threads, parallel=parallel, **scoring_overrides)
 
 
-def load_onnx_int8(model_uri: str, threads: int | None = None, **scoring_overrides: Any) -> ScorerLike:
+def load_onnx_int8(model_uri: str, threads: int | None = None, parallel: int | None = None,
+                   **scoring_overrides: Any) -> ScorerLike:
     """ONNX Runtime with dynamic int8 quantization (weights int8, activations quantized at run time)."""
-    return load_onnx_scorer(model_uri, quantized=True, threads=threads, **scoring_overrides)
+    return load_onnx_scorer(model_uri, quantized=True, threads=threads, parallel=parallel, **scoring_overrides)
 
 
 # the names are also scoring.config.BACKEND_NAMES (settings and the CLI validate against it; a test keeps them equal)
 BACKENDS: dict[str, Callable[..., ScorerLike]] = {"torch": load_torch, "onnx": load_onnx, "onnx-int8": load_onnx_int8}
 
 
-def load_scorer(model_uri: str, backend: str = "torch", threads: int | None = None,
+def load_scorer(model_uri: str, backend: str = "torch", threads: int | None = None, parallel: int | None = None,
                 **scoring_overrides: Any) -> ScorerLike:
     """Load ``model_uri`` (``models:/…``, ``runs:/…`` or a local MLflow model folder) with ``backend``.
 
-    ``threads``: intra-op threads of an ONNX Runtime session (``None`` = ``$ONNX_THREADS``, 0 = all cores).
+    ONNX Runtime: up to ``parallel`` calls at once (``None`` = ``$ONNX_PARALLEL``, 0 = one per core), each on
+    ``threads`` intra-op threads (``None`` = ``$ONNX_THREADS``, 0 = the cores shared among the calls).
     ``scoring_overrides`` (``max_length``, ``long_text_strategy``, ``window_stride``,
     ``max_windows``; ``None`` = keep the model's saved value) change how long texts are scored.
     """
     if backend not in BACKENDS:
         raise ValueError(f"unknown backend {backend!r}; available: {', '.join(sorted(BACKENDS))}")
-    return BACKENDS[backend](model_uri, threads=threads, **_check_overrides(scoring_overrides))
+    return BACKENDS[backend](model_uri, threads=threads, parallel=parallel, **_check_overrides(scoring_overrides))

@@ -88,6 +88,16 @@ def test_backends_score_like_torch(logged, torch_parts, texts: list[str]) -> Non
     assert short.scoring.long_text_strategy == "truncate"
 
 
+def test_calls_side_by_side_answer_as_calls_in_turn(logged, texts: list[str]) -> None:
+    """ONNX_PARALLEL: a scoring call's int8 calls (one per text) run at once, one thread each, with the answers of
+    one call at a time on all cores."""
+    model_uri, _ = logged
+    in_turn = load_scorer(model_uri, backend="onnx-int8", threads=2, parallel=1)
+    side_by_side = load_scorer(model_uri, backend="onnx-int8", threads=1, parallel=2)
+    assert (in_turn.parallel, side_by_side.parallel) == (1, 2)
+    np.testing.assert_array_equal(side_by_side.predict_proba(texts), in_turn.predict_proba(texts))
+
+
 def test_without_a_logged_export_it_exports_on_the_fly(logged, torch_parts) -> None:
     texts = [POSITIVE_REVIEW, NEGATIVE_REVIEW]
     source = mlflow.MlflowClient().get_model_version_by_alias("sentiment", "production").source

@@ -31,7 +31,7 @@ RUN_DIR = ROOT / ".replicas"
 # what every replica gets unless the caller says otherwise: polling (jittered), a drain longer than the
 # balancer's time to take a replica out (2 failed checks 500 ms apart), one thread each on this 2-core machine
 REPLICA_DEFAULTS = {"RELOAD_INTERVAL_S": "5", "DRAIN_S": "2", "GRACEFUL_TIMEOUT_S": "20", "ONNX_THREADS": "1",
-                    "TORCH_THREADS": "1"}
+                    "ONNX_PARALLEL": "1", "TORCH_THREADS": "1"}
 
 
 def haproxy_binary() -> str | None:

@@ -29,9 +29,9 @@ class BatchModel:
     tracking_uri: str
     scoring_overrides: dict[str, Any] = field(default_factory=dict)
 
-    def load(self, threads: int | None = None) -> ScorerLike:
-        """The scorer (``threads``: ONNX Runtime intra-op threads, None = $ONNX_THREADS, 0 = all cores)."""
-        return load_scorer(self.source, self.backend, threads=threads, **self.scoring_overrides)
+    def load(self, threads: int | None = None, parallel: int | None = None) -> ScorerLike:
+        """The scorer (ONNX Runtime: ``parallel`` calls at once on ``threads`` threads each, as in ``load_scorer``)."""
+        return load_scorer(self.source, self.backend, threads=threads, parallel=parallel, **self.scoring_overrides)
 
     def load_checked(self, threads: int | None = None) -> ScorerLike:
         """:meth:`load`, with a failure reported as a ConfigError naming ``--model-uri``."""

@@ -107,7 +107,7 @@ def worker_scorer(model: BatchModel) -> ScorerLike:
 
         torch.set_num_threads(1)
         tracking.setup(model.tracking_uri)
-        _worker_scorers[key] = model.load(threads=1)
+        _worker_scorers[key] = model.load(threads=1, parallel=1)
     return _worker_scorers[key]
 
 
