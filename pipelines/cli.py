@@ -310,8 +310,8 @@ def build_parser() -> argparse.ArgumentParser:
     predict.add_argument("--input-format", choices=INPUT_FORMATS, help="default: from the input's suffix")
     predict.add_argument("--output-format", choices=OUTPUT_FORMATS, help="default: from the output's suffix")
     predict.add_argument("--threads", type=int, default=0,
-                         help="ONNX Runtime intra-op threads per call (default 0: the cores shared among "
-                              "ONNX_PARALLEL calls, as ONNX_THREADS)")
+                         help="ONNX Runtime intra-op threads per call (default 0: the cores shared among the "
+                              "ONNX_PARALLEL calls side by side, as ONNX_THREADS)")
     predict.add_argument("--resume", action="store_true", help="continue the partial run of the same job")
     predict.add_argument("--no-progress", action="store_true", help="no progress bar")
 

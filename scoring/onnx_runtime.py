@@ -38,11 +38,13 @@ from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
 # A text of one window is one call either way. fp32 gives equal answers in any batch and runs batched.
 INT8_CALLS_ENV = "INT8_CALLS"
 INT8_CALLS = ("text", "window")
-THREADS_ENV = "ONNX_THREADS"  # intra-op threads of each ONNX Runtime call; 0 / unset = cores / ONNX_PARALLEL
+# intra-op threads of each ONNX Runtime call; 0 / unset = all cores for a call on its own, the cores shared among
+# the calls for calls side by side
+THREADS_ENV = "ONNX_THREADS"
 # ONNX Runtime calls that run at once (texts of one scoring call, each a call of its own); 0 / unset = one per core.
 # On small inputs (windows of 64 tokens) one single-threaded call per core does more than one call spread over all
-# cores: the threads of one call spend their time waiting for each other (BENCHMARKS.md, long reviews). A text's
-# answer does not depend on it: one thread or several give the same logits.
+# cores: the threads of one call spend their time waiting for each other (BENCHMARKS.md, long reviews). A lone text
+# still gets every core. A text's answer does not depend on it: one thread or several give the same logits.
 PARALLEL_ENV = "ONNX_PARALLEL"
 
 
@@ -70,7 +72,7 @@ def threads_setting(threads: int | None = None, parallel: int | None = None) -> 
     return value if value > 0 else max(1, cores() // parallel_setting(parallel))
 
 
-def session_options(threads: int | None = None, parallel: int | None = None) -> ort.SessionOptions:
+def session_options(threads: int | None = None, parallel: int = 1) -> ort.SessionOptions:
     """Full graph optimization, sequential execution, :func:`threads_setting` intra-op threads.
 
     Idle worker threads sleep instead of spinning: on a shared or busy CPU spinning steals the cores that
@@ -86,8 +88,18 @@ def session_options(threads: int | None = None, parallel: int | None = None) -> 
     return opts
 
 
-def make_session(path: str | Path, threads: int | None = None, parallel: int | None = None) -> ort.InferenceSession:
+def make_session(path: str | Path, threads: int | None = None, parallel: int = 1) -> ort.InferenceSession:
     return ort.InferenceSession(str(path), session_options(threads, parallel), providers=["CPUExecutionProvider"])
+
+
+def make_sessions(path: str | Path, threads: int | None, parallel: int) -> tuple[ort.InferenceSession,
+                                                                                  ort.InferenceSession | None]:
+    """A session for a call on its own (a lone text: every thread it may have) and, where the threads differ, one
+    for calls side by side (``parallel`` at once)."""
+    alone = make_session(path, threads, parallel=1)
+    if parallel == 1 or threads_setting(threads, parallel) == threads_setting(threads, 1):
+        return alone, None
+    return alone, make_session(path, threads, parallel)
 
 
 @cache
@@ -100,10 +112,11 @@ class OnnxScorer(Scorer):
     """:class:`Scorer` with the forward pass in ONNX Runtime (numpy in, numpy out)."""
 
     def __init__(self, session: ort.InferenceSession, tokenizer: Any, scoring: ScoringConfig, batch_size: int = 64,
-                 per_text: bool = False, parallel: int = 1):
+                 per_text: bool = False, parallel: int = 1, side_session: ort.InferenceSession | None = None):
         self.model = None
         self.parallel = parallel  # calls run at once (ONNX Runtime releases the GIL; a session serves many)
-        self.session = session
+        self.session = session  # a call on its own
+        self.side_session = side_session or session  # calls side by side (fewer threads each)
         self.tokenizer = tokenizer
         self.scoring = scoring
         self.batch_size = batch_size
@@ -124,8 +137,8 @@ class OnnxScorer(Scorer):
         known = {"input_ids": ids, "attention_mask": mask, "token_type_ids": np.zeros_like(ids)}
         return {name: known[name] for name in self.input_names}
 
-    def logits(self, windows: Sequence[Sequence[int]]) -> np.ndarray:
-        return self.session.run(["logits"], self.feeds(windows))[0]
+    def logits(self, windows: Sequence[Sequence[int]], session: ort.InferenceSession | None = None) -> np.ndarray:
+        return (session or self.session).run(["logits"], self.feeds(windows))[0]
 
     def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """P(positive) and logit margin per window: with ``per_text``, one call per text (``owner``: the text of
@@ -137,13 +150,11 @@ class OnnxScorer(Scorer):
         else:
             order = np.argsort([len(x) for x in ids], kind="stable")
             calls = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        def call(batch: np.ndarray) -> np.ndarray:
-            return self.logits([ids[i] for i in batch])
-
         if self.parallel > 1 and len(calls) > 1:
-            results = list(_executor(self.parallel).map(call, calls))
+            results = list(_executor(self.parallel).map(
+                lambda batch: self.logits([ids[i] for i in batch], self.side_session), calls))
         else:
-            results = [call(batch) for batch in calls]
+            results = [self.logits([ids[i] for i in batch]) for batch in calls]
         for batch, raw in zip(calls, results, strict=True):
             logits = raw.astype(np.float32)
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
@@ -174,12 +185,12 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
     batch_size, per_text = (1 if calls == "window" else 64), calls == "text"
     parallel = parallel_setting(parallel)
 
-    def scorer(session: ort.InferenceSession) -> OnnxScorer:
-        return OnnxScorer(session, tokenizer, scoring, batch_size, per_text, parallel)
+    def scorer(sessions: tuple[ort.InferenceSession, ort.InferenceSession | None]) -> OnnxScorer:
+        return OnnxScorer(sessions[0], tokenizer, scoring, batch_size, per_text, parallel, sessions[1])
 
     in_folder = Path(model_uri) / ONNX_DIR / FILES[quantized]  # an exported model folder that carries its ONNX
     if in_folder.is_file():
-        return scorer(make_session(in_folder, threads, parallel))
+        return scorer(make_sessions(in_folder, threads, parallel))
     mv = resolve_version(model_uri)
     logged_run = mv.tags.get(ONNX_RUN_ID) if mv is not None else None
     if logged_run:
@@ -188,8 +199,8 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
         with tempfile.TemporaryDirectory(prefix="onnx-download-") as tmp:
             path = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"runs:/{logged_run}/{mv.tags[ONNX_PATHS[quantized]]}", dst_path=tmp)
-            session = make_session(path, threads, parallel)
-        return scorer(session)
+            sessions = make_sessions(path, threads, parallel)
+        return scorer(sessions)
     where = f"{mv.name} v{mv.version}" if mv is not None else model_uri
     print(f"no ONNX export logged with {where}: exporting it now "
           f"(log one with: python -m pipelines export-onnx --model-uri {model_uri})", file=sys.stderr)
@@ -198,5 +209,5 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
         path = export_onnx(model, torch_tokenizer, Path(tmp) / FILES[False])
         if quantized:
             path = quantize_int8(path, Path(tmp) / FILES[True])
-        session = make_session(path, threads, parallel)  # the session holds the model; the files can go
-    return scorer(session)
+        sessions = make_sessions(path, threads, parallel)  # the sessions hold the model; the files can go
+    return scorer(sessions)

@@ -94,7 +94,7 @@ def test_calls_side_by_side_answer_as_calls_in_turn(logged, texts: list[str]) ->
     model_uri, _ = logged
     in_turn = load_scorer(model_uri, backend="onnx-int8", threads=2, parallel=1)
     side_by_side = load_scorer(model_uri, backend="onnx-int8", threads=1, parallel=2)
-    assert (in_turn.parallel, side_by_side.parallel) == (1, 2)
+    assert (in_turn.parallel, side_by_side.parallel) == (1, 2) and in_turn.side_session is in_turn.session
     np.testing.assert_array_equal(side_by_side.predict_proba(texts), in_turn.predict_proba(texts))
 
 
