@@ -40,14 +40,14 @@ VARIANTS: dict[str, dict[str, str]] = {
     "truncate": {"LONG_TEXT_STRATEGY": "truncate", "INT8_CALLS": "text"},  # one window: the floor, not a candidate
 }
 CONCURRENCY = (1, 8)
-SCORING_ENV = {"WINDOW_STRIDE": "window_stride", "MAX_WINDOWS": "max_windows",
-               "LONG_TEXT_STRATEGY": "long_text_strategy"}
+SCORING_ENV = {"WINDOW_STRIDE": ("window_stride", int), "MAX_WINDOWS": ("max_windows", int),
+               "LONG_TEXT_STRATEGY": ("long_text_strategy", str), "AGGREGATION": ("aggregation", str),
+               "LONG_THRESHOLD": ("long_threshold", float)}
 
 
 def variant_scorer(base: Any, env: dict[str, str]) -> Any:
     """The int8 scorer ``base`` (shared session) as the variant's server scores: calls and windows."""
-    update = {field: (value if field == "long_text_strategy" else int(value))
-              for key, field in SCORING_ENV.items() if (value := env.get(key)) is not None}
+    update = {field: kind(value) for key, (field, kind) in SCORING_ENV.items() if (value := env.get(key)) is not None}
     scorer = base.with_scoring(base.scoring.model_copy(update=update))
     scorer.per_text = env.get("INT8_CALLS", "text") == "text"
     scorer.batch_size = 64 if scorer.per_text else 1
