@@ -230,7 +230,6 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     owned = output_dir is None  # checkpoints nobody asked to keep go once training ends
     output_dir = Path(output_dir or tempfile.mkdtemp(prefix="train-"))
     transformers.logging.disable_progress_bar()  # checkpoint-writing bars; ProgressLines reports the run
-    seed_everything(seed)
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(args.model_name))
     train_set = tokenized(tokenizer, splits.train, scoring.max_length)
     val_set = tokenized(tokenizer, splits.validation, scoring.max_length, by_length=True)
