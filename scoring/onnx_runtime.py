@@ -25,6 +25,7 @@ import onnxruntime as ort
 from scoring.config import ScoringConfig
 from scoring.identity import resolve_version
 from scoring.labels import POSITIVE
+from scoring.machine import cores
 from scoring.model_files import load_components, load_tokenizer_and_scoring
 from scoring.onnx_convert import FILES, ONNX_DIR, export_onnx, quantize_int8
 from scoring.scorer import Scorer, logit_margin
@@ -46,11 +47,6 @@ THREADS_ENV = "ONNX_THREADS"
 # cores: the threads of one call spend their time waiting for each other (BENCHMARKS.md, long reviews). A lone text
 # still gets every core. A text's answer does not depend on it: one thread or several give the same logits.
 PARALLEL_ENV = "ONNX_PARALLEL"
-
-
-def cores() -> int:
-    """The CPU cores this process may run on."""
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _env_int(name: str) -> int:

@@ -8,12 +8,12 @@ naming the parameter, raised before any data or weights load.
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass
 
 import torch
 
 from pipelines.config import ConfigError
+from scoring.machine import cores
 
 DEVICES = ("auto", "cpu", "cuda", "mps")
 PRECISIONS = ("auto", "fp32", "bf16", "fp16")
@@ -81,7 +81,7 @@ def device_count(device: str) -> int:
         return torch.cuda.device_count()
     if device == "mps":
         return 1
-    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return cores()
 
 
 def resolve(device: str = "auto", precision: str = "auto", num_processes: int = 1) -> Placement:
