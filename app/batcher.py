@@ -6,6 +6,11 @@ it does not wait, so a lone client pays no delay), scores everything with one
 ``LoadedModel.score`` call in a worker thread (one tokenizer call, one padded forward per
 length bucket) and hands each request its slice.  Texts of different model versions (a
 reload in between) are never mixed.
+
+A model whose scoring calls may overlap (``LoadedModel.calls_at_once`` > 1: the int8
+runtime, one ONNX Runtime call per text, ``ONNX_PARALLEL`` at once) gets up to that many
+batches in flight: the next batch starts while the last one's longest text is still being
+scored, so no core waits for a straggler (a batch is done only when its last text is).
 """
 
 from __future__ import annotations
@@ -39,6 +44,7 @@ class MicroBatcher:
         self._worker: asyncio.Task | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._carry: _Item | None = None
+        self._in_flight: set[asyncio.Task] = set()
 
     async def score(self, model: Any, texts: list[str], with_stats: bool) -> tuple[np.ndarray, list]:
         """What ``model.score(texts, with_stats)`` returns, computed together with concurrent calls."""
@@ -56,6 +62,8 @@ class MicroBatcher:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._worker
             self._worker = None
+        if self._in_flight:  # batches already being scored finish: their requests get their answers
+            await asyncio.gather(*self._in_flight, return_exceptions=True)
 
     async def _collect(self) -> list[_Item]:
         queue = self._queue
@@ -81,7 +89,11 @@ class MicroBatcher:
         return batch
 
     async def _run(self) -> None:
+        self._in_flight = set()
+        at_once = 1  # batches in flight: the calls_at_once of the model last scored
         while True:
+            while len(self._in_flight) >= at_once:
+                await asyncio.wait(self._in_flight, return_when=asyncio.FIRST_COMPLETED)
             batch = await self._collect()
             self.last_batch_requests, self.batches = len(batch), self.batches + 1
             groups: dict[int, list[_Item]] = {}  # one call per served model (by identity: models are unhashable)
@@ -89,7 +101,14 @@ class MicroBatcher:
                 if not item.future.done():  # a cancelled request (client gone) is not scored
                     groups.setdefault(id(item.model), []).append(item)
             for items in groups.values():
-                await self._score(items[0].model, items)
+                model = items[0].model
+                at_once = max(1, getattr(model, "calls_at_once", 1))
+                if at_once == 1:
+                    await self._score(model, items)
+                else:
+                    task = asyncio.get_running_loop().create_task(self._score(model, items))
+                    self._in_flight.add(task)
+                    task.add_done_callback(self._in_flight.discard)
 
     @staticmethod
     async def _score(model: Any, items: list[_Item]) -> None:

@@ -37,15 +37,25 @@ class LoadedModel:
     fingerprint: str
     loaded_at: str
     load_seconds: float
-    # the tokenizer and the model are not safe to call from several threads at once
+    # the tokenizer is not safe to call from several threads at once, nor is a scorer whose calls_at_once is 1
     lock: threading.Lock = field(default_factory=threading.Lock, compare=False, repr=False)
+
+    @property
+    def calls_at_once(self) -> int:
+        """Scoring calls that may run at once (ONNX Runtime, one call per text: ``ONNX_PARALLEL``), else 1."""
+        return max(1, getattr(self.scorer, "calls_at_once", 1))
 
     def score(self, texts: Sequence[str], with_stats: bool) -> tuple[np.ndarray, list[tuple[int, float]]]:
         """P(positive) per text and, if asked, (tokens, unknown-token ratio) per text."""
+        texts = list(texts)
+        if not texts:
+            return np.empty(0), []
         with self.lock:
-            probs = self.scorer.predict_proba(list(texts))
+            ids, owner = self.scorer.windows(texts)
             stats = token_stats(self.scorer.tokenizer, texts) if with_stats else []
-        return probs, stats
+            if self.calls_at_once == 1:
+                return self.scorer.score_windows(ids, owner, len(texts)), stats
+        return self.scorer.score_windows(ids, owner, len(texts)), stats  # the forward passes, beside other calls
 
 
 @dataclass

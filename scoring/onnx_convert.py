@@ -2,9 +2,10 @@
 
 * :func:`export_onnx` writes the classifier with the TorchScript exporter
   (``dynamo=False``: torch 2.13's default dynamo exporter needs ``onnxscript``, which is
-  not installed), dynamic batch and sequence axes, and its inputs named **in the model's
+  not installed), dynamic batch and sequence axes, its inputs named **in the model's
   ``forward`` order** (``input_ids, attention_mask, token_type_ids``), not the
-  tokenizer's (``input_ids, token_type_ids, attention_mask``);
+  tokenizer's (``input_ids, token_type_ids, attention_mask``), and attention traced
+  from transformers' ``eager`` implementation (:data:`EXPORT_ATTENTION`);
 * :func:`quantize_int8` applies ONNX Runtime's dynamic int8 quantization.
 
 The train step runs both and logs the files with the version
@@ -27,6 +28,10 @@ OPSET = 17
 ONNX_DIR = "onnx"  # the files' folder, in the version's run and in an exported model folder
 FILES = {False: "model.onnx", True: "model.int8.onnx"}  # fp32, int8
 SAMPLE_TEXTS = ("The movie was amazing", "A dull, lifeless mess.")  # traced through the model once
+# Attention as transformers' eager code writes it (MatMul, Add of the mask, Softmax) rather than as its SDPA path
+# traces (the mask through IsNaN/Where around the softmax): the same logits (|Δ| ≤ 1e-7 in fp32) in a graph ONNX
+# Runtime runs faster (BENCHMARKS.md, long reviews). The PyTorch model keeps its own implementation.
+EXPORT_ATTENTION = "eager"
 
 
 def forward_input_names(model: Any, tokenizer: Any) -> list[str]:
@@ -47,22 +52,31 @@ class _LogitsOnly(torch.nn.Module):
         return self.model(**dict(zip(self.names, inputs, strict=True))).logits
 
 
-def export_onnx(model: Any, tokenizer: Any, path: str | Path, opset: int = OPSET) -> Path:
-    """Write ``model`` (a transformers sequence classifier) as ONNX with dynamic batch/sequence axes."""
+def export_onnx(model: Any, tokenizer: Any, path: str | Path, opset: int = OPSET,
+                attention: str = EXPORT_ATTENTION) -> Path:
+    """Write ``model`` (a transformers sequence classifier) as ONNX with dynamic batch/sequence axes, its attention
+    traced from transformers' ``attention`` implementation (``sdpa``: the exports before issue 16)."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     names = forward_input_names(model, tokenizer)
     sample = tokenizer(list(SAMPLE_TEXTS), padding=True, return_tensors="pt")
     args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in names)
     model.eval()
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")  # TracerWarnings about Python control flow on shapes
-        torch.onnx.export(
-            # eval(): a fresh module trains, and the exporter restores the mode it found
-            _LogitsOnly(model, names).eval(), args, str(path), dynamo=False, opset_version=opset,
-            input_names=names, output_names=["logits"],
-            dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
-        )
+    own = getattr(model.config, "_attn_implementation", None)
+    if own and own != attention:
+        model.set_attn_implementation(attention)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # TracerWarnings about Python control flow on shapes
+            torch.onnx.export(
+                # eval(): a fresh module trains, and the exporter restores the mode it found
+                _LogitsOnly(model, names).eval(), args, str(path), dynamo=False, opset_version=opset,
+                input_names=names, output_names=["logits"],
+                dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+            )
+    finally:
+        if own and own != attention:
+            model.set_attn_implementation(own)
     model.eval()
     return path
 

@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 import tempfile
+import threading
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from functools import cache
@@ -47,6 +48,12 @@ THREADS_ENV = "ONNX_THREADS"
 # cores: the threads of one call spend their time waiting for each other (BENCHMARKS.md, long reviews). A lone text
 # still gets every core. A text's answer does not depend on it: one thread or several give the same logits.
 PARALLEL_ENV = "ONNX_PARALLEL"
+
+
+# ONNX Runtime graph rewrites left out. SkipLayerNormFusion folds the residual Add and LayerNormalization after each
+# int8 MatMul into one SkipLayerNormalization node, whose CPU kernel took 17 % of an int8 call on windows of 64 tokens
+# where the Add and LayerNormalization it replaces take 10 % (ORT 1.32 profile; BENCHMARKS.md, long reviews).
+DISABLED_OPTIMIZERS = ("SkipLayerNormFusion",)
 
 
 def _env_int(name: str) -> int:
@@ -85,7 +92,8 @@ def session_options(threads: int | None = None, parallel: int = 1) -> ort.Sessio
 
 
 def make_session(path: str | Path, threads: int | None = None, parallel: int = 1) -> ort.InferenceSession:
-    return ort.InferenceSession(str(path), session_options(threads, parallel), providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(str(path), session_options(threads, parallel), providers=["CPUExecutionProvider"],
+                                disabled_optimizers=list(DISABLED_OPTIMIZERS))
 
 
 def make_sessions(path: str | Path, threads: int | None, parallel: int) -> tuple[ort.InferenceSession,
@@ -104,8 +112,31 @@ def _executor(workers: int) -> ThreadPoolExecutor:
     return ThreadPoolExecutor(workers, thread_name_prefix="onnx-call")
 
 
+class _InFlight:
+    """How many scoring calls of one scorer (and its :meth:`~Scorer.with_scoring` copies) are running."""
+
+    def __init__(self) -> None:
+        self.count = 0
+        self.lock = threading.Lock()
+
+    def enter(self) -> int:
+        """Count one more call; the calls that were already running."""
+        with self.lock:
+            self.count += 1
+            return self.count - 1
+
+    def leave(self) -> None:
+        with self.lock:
+            self.count -= 1
+
+
 class OnnxScorer(Scorer):
-    """:class:`Scorer` with the forward pass in ONNX Runtime (numpy in, numpy out)."""
+    """:class:`Scorer` with the forward pass in ONNX Runtime (numpy in, numpy out).
+
+    Its forward pass never touches the tokenizer and ONNX Runtime sessions take concurrent runs, so with one
+    call per text (int8) up to ``parallel`` scoring calls may run at once (:attr:`calls_at_once`): the app's
+    micro-batcher then starts the next batch while one text of the last is still being scored.
+    """
 
     def __init__(self, session: ort.InferenceSession, tokenizer: Any, scoring: ScoringConfig, batch_size: int = 64,
                  per_text: bool = False, parallel: int = 1, side_session: ort.InferenceSession | None = None):
@@ -120,6 +151,12 @@ class OnnxScorer(Scorer):
         self.input_names = [i.name for i in session.get_inputs()]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pad_left = getattr(tokenizer, "padding_side", "right") == "left"
+        self.in_flight = _InFlight()
+
+    @property
+    def calls_at_once(self) -> int:  # type: ignore[override]
+        """Per text, the calls of several scoring calls share the cores; batched (fp32), one scoring call at a time."""
+        return self.parallel if self.per_text else 1
 
     def feeds(self, windows: Sequence[Sequence[int]]) -> dict[str, np.ndarray]:
         """Padded ``input_ids``, ``attention_mask`` and zero ``token_type_ids`` (what ``tokenizer.pad`` gives)."""
@@ -146,11 +183,15 @@ class OnnxScorer(Scorer):
         else:
             order = np.argsort([len(x) for x in ids], kind="stable")
             calls = [order[start : start + self.batch_size] for start in range(0, len(order), self.batch_size)]
-        if self.parallel > 1 and len(calls) > 1:
-            results = list(_executor(self.parallel).map(
-                lambda batch: self.logits([ids[i] for i in batch], self.side_session), calls))
-        else:
-            results = [self.logits([ids[i] for i in batch]) for batch in calls]
+        others = self.in_flight.enter()
+        try:
+            if self.parallel > 1 and (len(calls) > 1 or others):  # side by side, here or with other scoring calls
+                results = list(_executor(self.parallel).map(
+                    lambda batch: self.logits([ids[i] for i in batch], self.side_session), calls))
+            else:  # a lone call: every thread it may have
+                results = [self.logits([ids[i] for i in batch]) for batch in calls]
+        finally:
+            self.in_flight.leave()
         for batch, raw in zip(calls, results, strict=True):
             logits = raw.astype(np.float32)
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))

@@ -21,12 +21,17 @@ from scoring.scorer import Scorer
 
 
 class ScorerLike(Protocol):
-    """What a backend returns."""
+    """What a backend returns (:class:`~scoring.scorer.Scorer` and its subclasses)."""
 
     tokenizer: Any
     scoring: ScoringConfig
+    calls_at_once: int  # score_windows calls that may run at once from several threads
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray: ...
+
+    def windows(self, texts: Sequence[str]) -> tuple[list[list[int]], np.ndarray]: ...
+
+    def score_windows(self, ids: list[list[int]], owner: np.ndarray, n_texts: int) -> np.ndarray: ...
 
 
 def _check_overrides(overrides: dict[str, Any]) -> dict[str, Any]:

@@ -33,6 +33,10 @@ from scoring.labels import POSITIVE, label_and_confidence
 class Scorer:
     """P(positive) and labels for any number of texts of any length."""
 
+    # calls of score_windows that may run at once from several threads (the tokenizer never may: see
+    # app.model.LoadedModel); PyTorch's batches are padded by the tokenizer, so one at a time
+    calls_at_once = 1
+
     def __init__(self, model: Any, tokenizer: Any, scoring: ScoringConfig | None = None, batch_size: int = 64):
         self.model = model.eval()
         self.tokenizer = tokenizer
@@ -100,9 +104,13 @@ class Scorer:
         if len(texts) == 0:
             return np.empty(0)
         ids, owner = self.windows(texts)
+        return self.score_windows(ids, owner, len(texts))
+
+    def score_windows(self, ids: list[list[int]], owner: np.ndarray, n_texts: int) -> np.ndarray:
+        """P(positive) per text from its windows (what :meth:`windows` returned for ``n_texts`` texts)."""
         probs, margins = self.window_logits(ids, owner)
         lengths = np.array([len(x) for x in ids], dtype=np.float64)
-        return aggregate(probs, margins, owner, lengths, len(texts), self.scoring)
+        return aggregate(probs, margins, owner, lengths, n_texts, self.scoring)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """``[{"sentiment": "Positive"|"Negative", "confidence": p}]`` per text."""

@@ -94,6 +94,58 @@ def test_a_failing_model_fails_every_request_of_the_batch_and_the_batcher_goes_o
     np.testing.assert_allclose(run(main()), [0.04])
 
 
+class OverlappingModel(FakeModel):
+    """A model whose scoring calls may overlap (``calls_at_once``, like the int8 runtime's); counts how many do."""
+
+    calls_at_once = 2
+
+    def __init__(self, delay: float = 0.05):
+        super().__init__(delay)
+        self.running = self.most_at_once = 0
+
+    def score(self, texts: list[str], with_stats: bool) -> tuple[np.ndarray, list[tuple[int, float]]]:
+        with self.lock:
+            self.calls.append(list(texts))
+            self.running += 1
+            self.most_at_once = max(self.most_at_once, self.running)
+        time.sleep(self.delay * len(texts))  # a batch takes as long as its texts
+        with self.lock:
+            self.running -= 1
+        return np.array([len(t) / 100 for t in texts]), [(len(t), 0.0) for t in texts] if with_stats else []
+
+
+def test_a_model_whose_calls_overlap_gets_that_many_batches_in_flight_never_more() -> None:
+    """The next batch starts while the last one is scored (no core waits for a straggler), up to calls_at_once."""
+    model, batcher = OverlappingModel(), MicroBatcher(window_ms=1, max_texts=2)
+
+    async def main():
+        requests = [[f"t{i}" + "x" * i] for i in range(12)]
+        results = await asyncio.gather(*(batcher.score(model, r, True) for r in requests))
+        await batcher.aclose()
+        return requests, results
+
+    requests, results = run(main())
+    for texts, (probs, stats) in zip(requests, results, strict=True):
+        np.testing.assert_allclose(probs, [len(t) / 100 for t in texts])
+        assert stats == [(len(t), 0.0) for t in texts]
+    assert model.most_at_once == 2
+    assert sorted(t for call in model.calls for t in call) == sorted(t for r in requests for t in r)
+    assert FakeModel.__dict__.get("calls_at_once") is None  # the other tests' model: one batch at a time
+
+
+def test_batches_of_an_overlapping_model_still_in_flight_finish_on_close() -> None:
+    model, batcher = OverlappingModel(delay=0.1), MicroBatcher(window_ms=0)
+
+    async def main():
+        pending = [asyncio.ensure_future(batcher.score(model, [str(i)], False)) for i in range(2)]
+        await asyncio.sleep(0.05)  # both batches are being scored
+        await batcher.aclose()
+        return await asyncio.wait_for(asyncio.gather(*pending), 5)  # a lost batch fails here, not hangs
+
+    results = run(main())
+    assert [float(probs[0]) for probs, _ in results] == [0.01, 0.01]
+
+
 @pytest.mark.parametrize("window_ms", [0, 2])
 def test_works_across_event_loops(window_ms: float) -> None:
     """A new event loop (each TestClient has one) gets a fresh worker."""
