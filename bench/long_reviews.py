@@ -26,7 +26,7 @@ from bench import common, serving
 
 # today = the scorer before issue 16: int8 one window per call, windows overlapping by 16, up to 16 of them,
 # mean probability, threshold 0.5 (explicit, so the variant does not depend on what the model saved), one ONNX
-# Runtime call at a time on all cores
+# Runtime call at a time on all cores, on the graph of then (see exported_folders)
 TODAY = {"INT8_CALLS": "window", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16", "AGGREGATION": "prob_length",
          "LONG_THRESHOLD": "0.5", "ONNX_PARALLEL": "1"}
 VARIANTS: dict[str, dict[str, str]] = {
@@ -34,11 +34,15 @@ VARIANTS: dict[str, dict[str, str]] = {
     "per-text": {"INT8_CALLS": "text", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16", "ONNX_PARALLEL": "1"},
     "no-overlap": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "16", "ONNX_PARALLEL": "1"},
     "in-turn": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8", "ONNX_PARALLEL": "1"},
-    # scoring.config's defaults, and calls side by side: one per core, one thread each (ONNX_PARALLEL's default)
+    # calls side by side, one per core on one thread each (ONNX_PARALLEL's default), micro-batches overlapping
+    "side-by-side": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8"},
+    # the same on this code's graph: scoring.config's and the runtime's defaults
     "defaults": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8"},
     "max4": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "4"},
     "truncate": {"LONG_TEXT_STRATEGY": "truncate", "INT8_CALLS": "text"},  # one window: the floor, not a candidate
 }
+# the variants served on the int8 graph of before issue 16 (graph "today"); the others on this code's ("now")
+ON_TODAYS_GRAPH = ("today", "per-text", "no-overlap", "in-turn", "side-by-side")
 CONCURRENCY = (1, 8)
 SCORING_ENV = {"WINDOW_STRIDE": ("window_stride", int), "MAX_WINDOWS": ("max_windows", int),
                "LONG_TEXT_STRATEGY": ("long_text_strategy", str), "AGGREGATION": ("aggregation", str),
@@ -54,8 +58,49 @@ def variant_scorer(base: Any, env: dict[str, str]) -> Any:
     return scorer
 
 
-def accuracy_table(base: Any, validation: pd.DataFrame, test: pd.DataFrame) -> tuple[list[dict[str, Any]],
-                                                                                      dict[str, dict[str, str]]]:
+def exported_folders(root: Path) -> dict[str, Path]:
+    """The production version as two model folders the app serves, ``today`` with the int8 graph as it was run before
+    issue 16 (SDPA attention; every ONNX Runtime rewrite, applied here and saved, so that the server's
+    :data:`~scoring.onnx_runtime.DISABLED_OPTIMIZERS` leave it unchanged) and ``now`` with this code's export."""
+    import onnxruntime as ort
+
+    from pipelines.registry.model_folder import export_model
+    from scoring.model_files import load_components
+    from scoring.onnx_convert import EXPORT_ATTENTION, FILES, ONNX_DIR, export_onnx, quantize_int8
+
+    folders = {}
+    for graph, attention in (("today", "sdpa"), ("now", EXPORT_ATTENTION)):
+        folder = root / graph
+        export_model(common.MODEL_URI, folder)
+        model, tokenizer = load_components(str(folder))
+        onnx = folder / ONNX_DIR
+        onnx.mkdir(exist_ok=True)
+        fp32 = export_onnx(model, tokenizer, onnx / FILES[False], attention=attention)
+        if graph == "today":
+            int8 = quantize_int8(fp32, root / "today-int8.onnx")
+            options = ort.SessionOptions()
+            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable rewrites
+            options.optimized_model_filepath = str(onnx / FILES[True])
+            ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+        else:
+            quantize_int8(fp32, onnx / FILES[True])
+        folders[graph] = folder
+    return folders
+
+
+def graph_of(variant: str) -> str:
+    return "today" if variant in ON_TODAYS_GRAPH else "now"
+
+
+def base_scorers(folders: dict[str, Path]) -> dict[str, Any]:
+    """The int8 scorer of each graph in-process."""
+    from scoring.runtimes import load_scorer
+
+    return {graph: load_scorer(str(folder), "onnx-int8", parallel=1) for graph, folder in folders.items()}
+
+
+def accuracy_table(bases: dict[str, Any], validation: pd.DataFrame, test: pd.DataFrame) -> tuple[
+        list[dict[str, Any]], dict[str, dict[str, str]]]:
     """Per variant: aggregation and threshold chosen on validation (today's kept as they were), long-text
     metrics on validation and test, windows per text; and the server settings that apply the choice."""
     from pipelines.evaluate.aggregation import calibrate
@@ -63,7 +108,7 @@ def accuracy_table(base: Any, validation: pd.DataFrame, test: pd.DataFrame) -> t
 
     rows, envs = [], {}
     for name, env in VARIANTS.items():
-        scorer = variant_scorer(base, env)
+        scorer = variant_scorer(bases[graph_of(name)], env)
         if name != "today" and scorer.scoring.long_text_strategy == "sliding_window":
             # what the train step would save (it chooses with PyTorch; here with the served runtime)
             scorer.scoring, _ = calibrate(scorer, validation["text"].tolist(), validation["label"].to_numpy())
@@ -116,17 +161,18 @@ def main() -> None:
     from pipelines.config import build_config
     from pipelines.data.split import load_splits
     from pipelines.evaluate.long_texts import long_sets, token_lengths
-    from scoring.runtimes import load_scorer
 
     started, load_start, uri, info = common.start_serving_benchmark()
     splits = load_splits(build_config({}).data)
     validation, test = long_texts_of(splits.validation), long_texts_of(splits.test)
-    base = load_scorer(common.MODEL_URI, "onnx-int8")
-    accuracy, envs = accuracy_table(base, validation, test)
-    pool = long_sets(splits.test, n=len(splits.test))["reviews"]["text"].tolist()
-    tokens = token_lengths(base.tokenizer, pool)
-    rounds, seconds = (1, 3.0) if common.QUICK else (2, 8.0)
     log_dir = Path(tempfile.mkdtemp(prefix="bench-long-"))
+    folders = exported_folders(log_dir)
+    bases = base_scorers(folders)
+    accuracy, envs = accuracy_table(bases, validation, test)
+    envs = {name: {**env, "MODEL_URI": str(folders[graph_of(name)])} for name, env in envs.items()}
+    pool = long_sets(splits.test, n=len(splits.test))["reviews"]["text"].tolist()
+    tokens = token_lengths(bases["now"].tokenizer, pool)
+    rounds, seconds = (1, 3.0) if common.QUICK else (2, 8.0)
     servers = serving.make_servers(list(envs), uri, log_dir, envs)
     print(f"starting {', '.join(envs)} (logs in {log_dir}); pool of {len(pool)} reviews, median "
           f"{np.median(tokens):.0f} tokens", flush=True)
@@ -143,7 +189,9 @@ def main() -> None:
     print(common.table(ratios(rows), digits=2))
     print(common.table(accuracy, digits=3))
     common.write_results("long_reviews", {
-        "model_version": info["version"], "variants": envs, "rounds": rounds, "seconds_per_round": seconds,
+        "model_version": info["version"],
+        "variants": {name: {"graph": graph_of(name), **{k: v for k, v in env.items() if k != "MODEL_URI"}}
+                     for name, env in envs.items()}, "rounds": rounds, "seconds_per_round": seconds,
         "pool": {"texts": len(pool), "median_tokens": float(np.median(tokens)),
                  "p95_tokens": float(np.percentile(tokens, 95)), "max_tokens": int(tokens.max())},
         "long_texts": {"validation": len(validation), "test": len(test)},

@@ -64,7 +64,9 @@ def long_reviews(r: dict[str, Any]) -> list[str]:
         f"each request one of {pool['texts']} review proxies of the test split (snippets of one movie and label with "
         f"its plot summary; median {pool['median_tokens']:.0f} tokens, p95 {pool['p95_tokens']:.0f}, max "
         f"{pool['max_tokens']}), clients in their own order, the same for every server; {r['rounds']} round(s) × "
-        f"{r['seconds_per_round']} s per server and cell, servers alternating.", "",
+        f"{r['seconds_per_round']} s per server and cell, servers alternating. Graph `today`: the int8 export as "
+        f"before issue 16 (SDPA attention, every ONNX Runtime rewrite); `now`: this code's (eager attention, "
+        f"SkipLayerNormFusion left out).", "",
         common.table(settings, ["variant", "settings"]), "",
         common.table(r["rows"], ["server", "clients", "rps", "p50_ms", "p95_ms", "p99_ms", "n", "errors"], 1), "",
         "At 8 clients, relative to `today` (goals: req/s ≥ 3×, p99 ≤ 1/3):", "",
