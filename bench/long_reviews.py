@@ -14,6 +14,7 @@ long-text threshold are chosen by the train step's rule, and on the test long te
 from __future__ import annotations
 
 import asyncio
+import shutil
 import signal
 import tempfile
 from pathlib import Path
@@ -185,6 +186,8 @@ def main() -> None:
     finally:
         for server in servers:
             server.stop()
+        for folder in folders.values():  # the model copies (≈ 200 MB each); the logs stay
+            shutil.rmtree(folder, ignore_errors=True)
     print(common.table(rows, ["server", "clients", "rps", "p50_ms", "p95_ms", "p99_ms", "n", "errors"], 1))
     print(common.table(ratios(rows), digits=2))
     print(common.table(accuracy, digits=3))
