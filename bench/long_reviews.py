@@ -83,6 +83,7 @@ def exported_folders(root: Path) -> dict[str, Path]:
             options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable rewrites
             options.optimized_model_filepath = str(onnx / FILES[True])
             ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
+            int8.unlink()
         else:
             quantize_int8(fp32, onnx / FILES[True])
         folders[graph] = folder
