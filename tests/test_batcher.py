@@ -35,21 +35,25 @@ def run(coro):
     return asyncio.run(coro)
 
 
-def test_concurrent_requests_share_model_calls_and_get_their_own_results() -> None:
-    model, batcher = FakeModel(), MicroBatcher(window_ms=5)
+def score_concurrently(model: FakeModel, batcher: MicroBatcher, requests: list[list[str]]) -> None:
+    """Send ``requests`` at once; each gets its own answers, and every text was scored exactly once."""
 
     async def main():
-        requests = [[f"text {'x' * i}"] if i % 3 else [f"a{i}", f"bb{i}"] for i in range(16)]
         results = await asyncio.gather(*(batcher.score(model, r, True) for r in requests))
         await batcher.aclose()
-        return requests, results
+        return results
 
-    requests, results = run(main())
-    for texts, (probs, stats) in zip(requests, results, strict=True):
+    for texts, (probs, stats) in zip(requests, run(main()), strict=True):
         np.testing.assert_allclose(probs, [len(t) / 100 for t in texts])
         assert stats == [(len(t), 0.0) for t in texts]
-    assert len(model.calls) < len(requests)  # batched
     assert sorted(t for call in model.calls for t in call) == sorted(t for r in requests for t in r)
+
+
+def test_concurrent_requests_share_model_calls_and_get_their_own_results() -> None:
+    model = FakeModel()
+    requests = [[f"text {'x' * i}"] if i % 3 else [f"a{i}", f"bb{i}"] for i in range(16)]
+    score_concurrently(model, MicroBatcher(window_ms=5), requests)
+    assert len(model.calls) < len(requests)  # batched
 
 
 def test_a_lone_request_does_not_wait_for_the_window() -> None:
@@ -116,20 +120,9 @@ class OverlappingModel(FakeModel):
 
 def test_a_model_whose_calls_overlap_gets_that_many_batches_in_flight_never_more() -> None:
     """The next batch starts while the last one is scored (no core waits for a straggler), up to calls_at_once."""
-    model, batcher = OverlappingModel(), MicroBatcher(window_ms=1, max_texts=2)
-
-    async def main():
-        requests = [[f"t{i}" + "x" * i] for i in range(12)]
-        results = await asyncio.gather(*(batcher.score(model, r, True) for r in requests))
-        await batcher.aclose()
-        return requests, results
-
-    requests, results = run(main())
-    for texts, (probs, stats) in zip(requests, results, strict=True):
-        np.testing.assert_allclose(probs, [len(t) / 100 for t in texts])
-        assert stats == [(len(t), 0.0) for t in texts]
+    model = OverlappingModel()
+    score_concurrently(model, MicroBatcher(window_ms=1, max_texts=2), [[f"t{i}" + "x" * i] for i in range(12)])
     assert model.most_at_once == 2
-    assert sorted(t for call in model.calls for t in call) == sorted(t for r in requests for t in r)
     assert FakeModel.__dict__.get("calls_at_once") is None  # the other tests' model: one batch at a time
 
 
