@@ -2,7 +2,8 @@
 
 The pool: the test split's review proxies (a critic's snippets of one movie and label with the
 movie's plot summary; median ≈ 220 tokens, like real full-length reviews). One app server per
-variant (same registered model, ``BACKEND=onnx-int8``, micro-batching on), all running at once and
+variant (the production version exported twice: today's int8 graph and this code's, see
+:func:`exported_folders`; ``BACKEND=onnx-int8``, micro-batching on), all running at once and
 driven in turn (rounds alternating) by 1 and 8 closed-loop clients, each client sending the pool in
 its own order (the same for every server). Next to the speed, each variant's long-text accuracy
 in-process with the same int8 runtime: on the validation long texts, where its aggregation and
