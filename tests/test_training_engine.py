@@ -146,7 +146,9 @@ def test_a_run_killed_after_epoch_one_resumes_and_matches_an_uninterrupted_run(m
                            output_dir=tmp_path / "resumed", progress=False)
     whole = run_pipeline(build_config(TINY), steps=("train",), output_dir=tmp_path / "whole", progress=False)
     resumed_run = client.get_run(resumed.steps["train"]["run_id"])
-    assert resumed_run.data.tags["resumed_from"].endswith("checkpoint-16")
+    resumed_from = Path(resumed_run.data.tags["resumed_from"])
+    assert resumed_from.name == "checkpoint-16" and (tmp_path / "resumed").resolve() in resumed_from.parents
+    assert not resumed_from.exists(), "the downloaded checkpoint went with the run's own checkpoints"
     epochs = [m.step for m in client.get_metric_history(resumed_run.info.run_id, "val_accuracy")]
     assert sorted(epochs) == [0, 2, 3], "the epochs it trained, and the final model's (step 0)"
     for key in ("val_accuracy", "threshold"):

@@ -34,8 +34,12 @@ def last_checkpoint(folder: Path) -> Path | None:
     return max(found)[1] if found else None
 
 
-def resolve(resume_from: str) -> Path:
-    """The checkpoint folder to resume from, or a ConfigError naming ``resume_from``."""
+def resolve(resume_from: str, download_dir: Path | None = None) -> Path:
+    """The checkpoint folder to resume from, or a ConfigError naming ``resume_from``.
+
+    A checkpoint logged to the run (not on this machine) is downloaded into ``download_dir`` (default: a new
+    temporary folder); the train step passes its own checkpoints folder, which goes once training succeeded.
+    """
     path = Path(resume_from).expanduser()
     if path.is_dir():
         found = path if is_checkpoint(path) else last_checkpoint(path)
@@ -56,7 +60,8 @@ def resolve(resume_from: str) -> Path:
                      if (m := _CHECKPOINT.match(Path(a.path).name))), reverse=True)
     for _, path in logged:  # the newest whose upload finished (its records are uploaded last)
         if any(Path(f.path).name == RECORDS_FILE for f in client.list_artifacts(run.info.run_id, path)):
-            target = Path(tempfile.mkdtemp(prefix="resume-"))
+            target = Path(download_dir) if download_dir else Path(tempfile.mkdtemp(prefix="resume-"))
+            target.mkdir(parents=True, exist_ok=True)
             print(f"resume_from: downloading {path} of run {resume_from}", flush=True)
             return Path(client.download_artifacts(run.info.run_id, path, str(target)))
     raise ConfigError(f"parameter resume_from: run {resume_from} left no checkpoint (its folder "

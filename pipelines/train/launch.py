@@ -43,8 +43,9 @@ def run(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: int
     """
     placement = devices.resolve(args.device, args.precision, args.num_processes)
     devices.per_device_batch(args.batch_size, args.gradient_accumulation_steps, placement)
-    resume = checkpoints.resolve(args.resume_from) if args.resume_from else None
     folder = Path(output_dir).resolve() / "checkpoints"
+    # a checkpoint downloaded from the killed run goes with this run's own once training succeeded
+    resume = checkpoints.resolve(args.resume_from, download_dir=folder / "resumed") if args.resume_from else None
     folder.mkdir(parents=True, exist_ok=True)
     run_id = mlflow.active_run().info.run_id if mlflow.active_run() else ""
     if run_id:
