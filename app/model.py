@@ -43,7 +43,7 @@ class LoadedModel:
     @property
     def calls_at_once(self) -> int:
         """Scoring calls that may run at once (ONNX Runtime, one call per text: ``ONNX_PARALLEL``), else 1."""
-        return max(1, getattr(self.scorer, "calls_at_once", 1))
+        return self.scorer.calls_at_once
 
     def score(self, texts: Sequence[str], with_stats: bool) -> tuple[np.ndarray, list[tuple[int, float]]]:
         """P(positive) per text and, if asked, (tokens, unknown-token ratio) per text."""

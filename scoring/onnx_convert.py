@@ -63,7 +63,8 @@ def export_onnx(model: Any, tokenizer: Any, path: str | Path, opset: int = OPSET
     args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in names)
     model.eval()
     own = getattr(model.config, "_attn_implementation", None)
-    if own and own != attention:
+    switch = bool(own) and own != attention
+    if switch:
         model.set_attn_implementation(attention)
     try:
         with warnings.catch_warnings():
@@ -75,7 +76,7 @@ def export_onnx(model: Any, tokenizer: Any, path: str | Path, opset: int = OPSET
                 dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
             )
     finally:
-        if own and own != attention:
+        if switch:
             model.set_attn_implementation(own)
     model.eval()
     return path
