@@ -33,7 +33,7 @@ QUICK = os.environ.get("BENCH_QUICK", "").strip() not in {"", "0", "false", "no"
 MODEL_NAME = "sentiment"
 ALIAS = "production"
 MODEL_URI = f"models:/{MODEL_NAME}@{ALIAS}"
-SMALL_MODEL_PARAMS = {"max_train_samples": 3000, "epochs": 2, "max_length": 48, "min_metric": 0}
+SMALL_MODEL_PARAMS = {"max_train_samples": 3000, "epochs": 2, "max_length": 48, "min_metric": 0, "distill_layers": 0}
 # offline and quiet (tools.harness.CHILD_ENV), for this process too
 os.environ.update({k: v for k, v in CHILD_ENV.items() if k != "PYTHONUNBUFFERED"})
 

@@ -10,11 +10,17 @@ in-process with the same int8 runtime: on the validation long texts, where its a
 long-text threshold are chosen by the train step's rule, and on the test long texts.
 
     python -m bench.long_reviews       # BENCH_QUICK=1: one short round
+    BENCH_TODAY_MODEL_URI=models:/sentiment/1 python -m bench.long_reviews
+
+``today`` serves ``BENCH_TODAY_MODEL_URI`` when it is set: the model of before the change, e.g. a 6-layer
+version trained without ``distill_layers`` beside a distilled production version, so the ratios include
+the model's own change; otherwise every variant serves the production version.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
 import signal
 import tempfile
@@ -46,6 +52,7 @@ VARIANTS: dict[str, dict[str, str]] = {
 # the variants served on the int8 graph of before issue 16 (graph "today"); the others on this code's ("now")
 ON_TODAYS_GRAPH = ("today", "per-text", "no-overlap", "in-turn", "side-by-side")
 CONCURRENCY = (1, 8)
+TODAY_MODEL_URI = os.environ.get("BENCH_TODAY_MODEL_URI", "").strip() or common.MODEL_URI
 SCORING_ENV = {"WINDOW_STRIDE": ("window_stride", int), "MAX_WINDOWS": ("max_windows", int),
                "LONG_TEXT_STRATEGY": ("long_text_strategy", str), "AGGREGATION": ("aggregation", str),
                "LONG_THRESHOLD": ("long_threshold", float)}
@@ -61,9 +68,10 @@ def variant_scorer(base: Any, env: dict[str, str]) -> Any:
 
 
 def exported_folders(root: Path) -> dict[str, Path]:
-    """The production version as two model folders the app serves, ``today`` with the int8 graph as it was run before
+    """Two model folders the app serves: ``today``, :data:`TODAY_MODEL_URI` with the int8 graph as it was run before
     issue 16 (SDPA attention; every ONNX Runtime rewrite, applied here and saved, so that the server's
-    :data:`~scoring.onnx_runtime.DISABLED_OPTIMIZERS` leave it unchanged) and ``now`` with this code's export."""
+    :data:`~scoring.onnx_runtime.DISABLED_OPTIMIZERS` leave it unchanged), and ``now``, the production version with
+    this code's export."""
     import onnxruntime as ort
 
     from pipelines.registry.model_folder import export_model
@@ -73,7 +81,7 @@ def exported_folders(root: Path) -> dict[str, Path]:
     folders = {}
     for graph, attention in (("today", "sdpa"), ("now", EXPORT_ATTENTION)):
         folder = root / graph
-        export_model(common.MODEL_URI, folder)
+        export_model(TODAY_MODEL_URI if graph == "today" else common.MODEL_URI, folder)
         model, tokenizer = load_components(str(folder))
         onnx = folder / ONNX_DIR
         onnx.mkdir(exist_ok=True)
@@ -89,6 +97,15 @@ def exported_folders(root: Path) -> dict[str, Path]:
             quantize_int8(fp32, onnx / FILES[True])
         folders[graph] = folder
     return folders
+
+
+def model_layers(folder: Path) -> int:
+    """How many transformer layers the model in ``folder`` has."""
+    import json
+
+    from scoring.model_files import model_file
+
+    return int(json.loads(model_file(str(folder), "model/config.json").read_text())["num_hidden_layers"])
 
 
 def graph_of(variant: str) -> str:
@@ -175,6 +192,7 @@ def main() -> None:
     envs = {name: {**env, "MODEL_URI": str(folders[graph_of(name)])} for name, env in envs.items()}
     pool = long_sets(splits.test, n=len(splits.test))["reviews"]["text"].tolist()
     tokens = token_lengths(bases["now"].tokenizer, pool)
+    layers = {graph: model_layers(folder) for graph, folder in folders.items()}
     rounds, seconds = (1, 3.0) if common.QUICK else (2, 8.0)
     servers = serving.make_servers(list(envs), uri, log_dir, envs)
     print(f"starting {', '.join(envs)} (logs in {log_dir}); pool of {len(pool)} reviews, median "
@@ -193,8 +211,10 @@ def main() -> None:
     print(common.table(rows, ["server", "clients", "rps", "p50_ms", "p95_ms", "p99_ms", "n", "errors"], 1))
     print(common.table(ratios(rows), digits=2))
     print(common.table(accuracy, digits=3))
+    print(f"today: {TODAY_MODEL_URI} ({layers['today']} layers); the others: {common.MODEL_URI} v{info['version']} "
+          f"({layers['now']} layers)", flush=True)
     common.write_results("long_reviews", {
-        "model_version": info["version"],
+        "model_version": info["version"], "today_model": TODAY_MODEL_URI, "layers": layers,
         "variants": {name: {"graph": graph_of(name), **{k: v for k, v in env.items() if k != "MODEL_URI"}}
                      for name, env in envs.items()}, "rounds": rounds, "seconds_per_round": seconds,
         "pool": {"texts": len(pool), "median_tokens": float(np.median(tokens)),

@@ -75,7 +75,9 @@ def main() -> None:
     print(f"one epoch of {n_train} training texts per run, engines in the order {' '.join(order)}", flush=True)
     runs = []
     for engine in order:
-        run = {"engine": engine, **one_epoch(trees[engine], params), "loadavg": common.loadavg()}
+        # the loop's tree predates distill_layers; the Trainer's trains the fine-tuned model alone, as the loop did
+        own = params if engine == "loop" else {**params, "distill_layers": 0}
+        run = {"engine": engine, **one_epoch(trees[engine], own), "loadavg": common.loadavg()}
         runs.append(run)
         print(f"  {engine}: {run['epoch_seconds']:.1f} s/epoch, {run['seconds_per_step']:.3f} s/step, "
               f"val_accuracy {run['val_accuracy']:.4f}", flush=True)

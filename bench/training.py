@@ -25,7 +25,7 @@ def config(padding: str, n_train: int) -> Any:
     from pipelines.config import build_config
 
     return build_config({"max_train_samples": n_train, "epochs": 1, "max_length": MAX_LENGTH, "padding": padding,
-                         "early_stopping_patience": 0})
+                         "early_stopping_patience": 0, "distill_layers": 0})
 
 
 def length_grouped_batches(lengths: list[int], batch_size: int, seed: int) -> list[list[int]]:

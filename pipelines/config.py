@@ -92,6 +92,14 @@ class TrainSection(_Section):
     resume_from: str = Field("", description="continue a killed train step from its last checkpoint: its MLflow "
                                              "run id or a checkpoint folder")
     log_checkpoints: bool = Field(False, description="also log each epoch's checkpoint to the step's MLflow run")
+    distill_layers: int = Field(4, ge=0, le=256, description="then distil the fine-tuned model into a student of its "
+                                "first N layers, which is registered (fewer operations per window); 0 = register "
+                                "the fine-tuned model")
+    distill_temperature: float = Field(2.0, gt=0, le=100, description="softmax temperature of the teacher's soft "
+                                                                       "targets")
+    distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft targets in the student's loss "
+                                                               "(the rest: the labels)")
+    distill_learning_rate: float = Field(1e-4, gt=0, lt=1, description="the student's peak learning rate")
 
 
 class GateSection(_Section):

@@ -37,6 +37,7 @@ LEARNED_PARAMS = {
     "learning_rate": 1e-4,
     "min_metric": 0.0,
     "early_stopping_patience": 0,
+    "distill_layers": 0,  # the fine-tuned model itself: the tests that train a student say so
 }
 POSITIVE_REVIEW = "The movie was amazing: a warm, funny and beautifully acted film I would happily watch again."
 NEGATIVE_REVIEW = (

@@ -48,6 +48,7 @@ def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
     assert prod.tags["promotion.decision"] == "promoted" and prod.tags["data_digest"]
     assert prod.tags["git_commit"] and prod.tags["run_id"]
     assert prod.tags["aggregation"] in AGGREGATIONS and 0 < float(prod.tags["long_threshold"]) < 1  # the scoring
+    assert (prod.tags["layers"], prod.tags["teacher_layers"]) == ("4", "6"), "the default: a distilled student"
 
     client = MlflowClient()
     parent = client.get_run(result.parent_run_id)
@@ -80,7 +81,7 @@ def test_worse_challenger_is_refused(learned_copy, tmp_path):
     """A barely trained model does not replace the learned production model."""
     before = versions.alias_version(learned_copy.model_name, "production").version
     cfg = build_config({"max_train_samples": 64, "epochs": 1, "max_length": 32, "learning_rate": 1e-6,
-                        "tune_threshold": False})
+                        "tune_threshold": False, "distill_layers": 0})
     result = run_pipeline(cfg, steps=("train", "evaluate", "promote"), output_dir=tmp_path / "out", progress=False)
     assert result.steps["promote"]["promoted"] is False
     assert versions.alias_version(learned_copy.model_name, "production").version == before

@@ -22,7 +22,7 @@ from pipelines.train.callbacks import RECORDS_FILE
 ROOT = Path(__file__).resolve().parent.parent
 # small enough for CI, long enough (16 steps an epoch) that the kill lands between epochs
 TINY = {"max_train_samples": 256, "epochs": 3, "max_length": 32, "batch_size": 16, "onnx_export": False,
-        "calibrate_long_texts": False, "early_stopping_patience": 0}
+        "calibrate_long_texts": False, "early_stopping_patience": 0, "distill_layers": 0}
 
 
 def test_auto_picks_the_cpu_here_in_fp32() -> None:
@@ -193,7 +193,7 @@ def test_the_trainer_runs_the_recipe_written_out_bit_for_bit() -> None:
 
     cfg = build_config({"batch_size": 16, "max_length": 32, "max_train_samples": 120, "epochs": 2,
                         "early_stopping_patience": 0, "average_checkpoints": False, "tune_threshold": False,
-                        "calibrate_long_texts": False})
+                        "calibrate_long_texts": False, "distill_layers": 0})
     splits = load_splits(cfg.data)
     trainer.seed_everything(cfg.seed)
     model, tokenizer = trainer.load_base_model(cfg.model_name)

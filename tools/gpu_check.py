@@ -24,7 +24,8 @@ def main() -> int:
         print(f"SKIPPED: no CUDA device ({exc})")
         return 0
     precision = "bf16" if torch.cuda.is_bf16_supported() else "fp16"
-    cfg = build_config({"epochs": 1, "device": "cuda", "precision": precision, "early_stopping_patience": 0})
+    cfg = build_config({"epochs": 1, "device": "cuda", "precision": precision, "early_stopping_patience": 0,
+                        "distill_layers": 0})
     splits = load_splits(cfg.data)
     started = time.perf_counter()
     result = trainer.train(cfg.train, cfg.scoring, splits, seed=cfg.seed, metric=cfg.promotion_metric)

@@ -29,7 +29,7 @@ from typing import Any
 from pipelines.config import ConfigError, PipelineConfig, expand
 from pipelines.data import sources
 from pipelines.monitor import window
-from pipelines.train import devices
+from pipelines.train import devices, distill
 
 
 def _check_data(cfg: PipelineConfig) -> None:
@@ -40,6 +40,8 @@ def _check_train(cfg: PipelineConfig) -> None:
     sources.validate(cfg.data)
     placement = devices.resolve(cfg.device, cfg.precision, cfg.num_processes)
     devices.per_device_batch(cfg.batch_size, cfg.gradient_accumulation_steps, placement)
+    if cfg.distill_layers:
+        distill.check_layers(cfg.model_name, cfg.distill_layers)
 
 
 def _check_evaluate(cfg: PipelineConfig) -> None:

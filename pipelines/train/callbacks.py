@@ -95,13 +95,14 @@ VAL_METRICS = ("accuracy", "precision", "recall", "f1", "roc_auc")
 class MlflowMetrics(TrainerCallback):
     """Loss and learning rate per logging step, each epoch's history row, checkpoints if asked: one run (rank 0)."""
 
-    def __init__(self, run_id: str, records: EpochRecords, log_checkpoints: bool = False):
+    def __init__(self, run_id: str, records: EpochRecords, log_checkpoints: bool = False, *, prefix: str = "",
+                 artifact_path: str = "checkpoints"):
         self.run_id, self.records, self.client = run_id, records, MlflowClient()
-        self.log_checkpoints = log_checkpoints
+        self.log_checkpoints, self.prefix, self.artifact_path = log_checkpoints, prefix, artifact_path
 
     def _log(self, values: dict[str, float], step: int) -> None:
         now = int(time.time() * 1000)
-        metrics = [Metric(k, float(v), now, step) for k, v in values.items() if not math.isnan(float(v))]
+        metrics = [Metric(self.prefix + k, float(v), now, step) for k, v in values.items() if not math.isnan(float(v))]
         if metrics:
             self.client.log_batch(self.run_id, metrics=metrics, synchronous=True)
 
@@ -121,21 +122,24 @@ class MlflowMetrics(TrainerCallback):
             folder = Path(args.output_dir) / name
             files = sorted(p for p in folder.iterdir() if p.is_file())
             for path in sorted(files, key=lambda p: p.name == RECORDS_FILE):  # the records last: complete
-                self.client.log_artifact(self.run_id, str(path), f"checkpoints/{name}")
+                self.client.log_artifact(self.run_id, str(path), f"{self.artifact_path}/{name}")
 
 
 class ProgressLines(TrainerCallback):
-    """``epoch 1/4 · step 120/1440 · loss 0.412 · 310 rows/s · ETA 6:50``, every ``interval`` seconds (rank 0)."""
+    """``epoch 1/4 · step 120/1440 · loss 0.412 · 310 rows/s · ETA 6:50``, every ``interval`` seconds (rank 0).
 
-    def __init__(self, rows_per_step: int, interval: float = 30.0, first: float = 10.0):
-        self.rows_per_step, self.interval, self.first = rows_per_step, interval, first
+    ``title`` names what trains (``training``, ``training the teacher``, …) in the first line.
+    """
+
+    def __init__(self, rows_per_step: int, interval: float = 30.0, first: float = 10.0, title: str = "training"):
+        self.rows_per_step, self.interval, self.first, self.title = rows_per_step, interval, first, title
         self._start, self._start_step, self._last, self._loss = 0.0, 0, 0.0, math.nan
 
     def on_train_begin(self, args, state, control, **kwargs):
         self._start = self._last = time.perf_counter()
         self._start_step = state.global_step
         if state.is_world_process_zero:
-            print(f"training: {state.max_steps} steps of {self.rows_per_step} rows, "
+            print(f"{self.title}: {state.max_steps} steps of {self.rows_per_step} rows, "
                   f"{args.num_train_epochs:g} epochs", flush=True)
 
     def on_log(self, args, state, control, logs=None, **kwargs):

@@ -31,7 +31,7 @@ from pipelines.train.trainer import TrainResult
 from scoring.config import ScoringConfig
 
 _RESULT_FIELDS = ("threshold", "best_epoch", "weights", "history", "validation_metrics", "train_seconds", "steps",
-                  "placement")
+                  "placement", "teacher")
 
 
 def run(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: int, metric: str, output_dir: Path,

@@ -72,6 +72,10 @@ def log_and_register(result: TrainResult, splits: Splits, registered_model_name:
             "long_threshold": f"{result.scoring.long_threshold:.2f}",
             "best_epoch": str(result.best_epoch),
             "weights": result.weights,
+            "layers": str(result.model.config.num_hidden_layers),
+            **({"teacher_layers": str(result.teacher["layers"]),
+                "teacher_val_accuracy": f"{result.teacher['validation_metrics']['accuracy']:.4f}"}
+               if result.teacher else {}),
         },
     )
     return versions.get_version(registered_model_name, version)

@@ -43,7 +43,7 @@ from pipelines.data.embedded import resolve_model_name
 from pipelines.data.split import Splits
 from pipelines.evaluate import aggregation, long_texts
 from pipelines.evaluate.metrics import best_threshold, classification_metrics
-from pipelines.train import devices
+from pipelines.train import devices, distill
 from pipelines.train.callbacks import EpochRecords, MlflowMetrics, ProgressLines
 from pipelines.train.sampling import LengthGroupedBatches
 from scoring.config import ScoringConfig, save_scoring_config
@@ -69,6 +69,7 @@ class TrainResult:
     steps: int = 0
     long_calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # the aggregations tried on validation
     placement: str = "cpu fp32"  # where it trained (devices.Placement.describe)
+    teacher: dict[str, Any] = field(default_factory=dict)  # a distilled student's teacher: layers, metrics, history
 
     def scorer(self, device: str = "cpu") -> Scorer:
         """A scorer of the trained model on ``device`` (``auto`` as the ``device`` parameter)."""
@@ -113,14 +114,17 @@ def fold_threshold(model: Any, threshold: float) -> None:
 class TokenizedTexts(torch.utils.data.Dataset):
     """Token ids and labels as the Trainer's collator takes them (padding happens per batch)."""
 
-    def __init__(self, ids: list[list[int]], labels: np.ndarray):
-        self.ids, self.labels = ids, labels
+    def __init__(self, ids: list[list[int]], labels: np.ndarray, teacher_logits: np.ndarray | None = None):
+        self.ids, self.labels, self.teacher_logits = ids, labels, teacher_logits
 
     def __len__(self) -> int:
         return len(self.ids)
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        return {"input_ids": self.ids[i], "labels": int(self.labels[i])}
+        item = {"input_ids": self.ids[i], "labels": int(self.labels[i])}
+        if self.teacher_logits is not None:
+            item["teacher_logits"] = self.teacher_logits[i].tolist()
+        return item
 
 
 def tokenized(tokenizer: Any, frame: pd.DataFrame, max_length: int, by_length: bool = False) -> TokenizedTexts:
@@ -158,6 +162,24 @@ class RecipeTrainer(Trainer):
     def evaluate(self, *args: Any, **kwargs: Any) -> dict[str, float]:
         with torch.random.fork_rng(devices=[]):
             return super().evaluate(*args, **kwargs)
+
+
+class StudentTrainer(RecipeTrainer):
+    """The recipe's Trainer on the distillation loss: the teacher's soft targets beside the labels."""
+
+    def __init__(self, *args: Any, temperature: float, alpha: float, **kwargs: Any):
+        self.temperature, self.alpha = temperature, alpha
+        super().__init__(*args, **kwargs)
+
+    def compute_loss(self, model: Any, inputs: dict[str, Any], return_outputs: bool = False,
+                     num_items_in_batch: Any = None) -> Any:
+        teacher = inputs.pop("teacher_logits", None)  # training batches have them, evaluation's do not
+        if teacher is None:
+            return super().compute_loss(model, inputs, return_outputs, num_items_in_batch)
+        labels = inputs.pop("labels")
+        outputs = model(**inputs)
+        value = distill.loss(outputs.logits, teacher, labels, temperature=self.temperature, alpha=self.alpha)
+        return (value, outputs) if return_outputs else value
 
 
 def training_arguments(args: TrainSection, placement: devices.Placement, output_dir: Path, *, seed: int,
@@ -199,6 +221,7 @@ def training_arguments(args: TrainSection, placement: devices.Placement, output_
         # (True would scale by the processes, for models that sum over the items of the global batch)
         average_tokens_across_devices=False,
         dataloader_num_workers=0,
+        remove_unused_columns=False,  # the collated batch is the model's inputs (and a student's teacher_logits)
         save_only_model=False,  # optimizer, scheduler and RNG states too: resume continues the same run
     )
 
@@ -220,7 +243,9 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     Early-stops on ``splits.validation``; ``scoring`` gives the window length (training truncates there)
     and is saved with the model; ``metric`` is what early stopping, the weight average and the threshold
     optimise (the gate's metric). Checkpoints go to ``output_dir`` each epoch; ``resume`` is one to
-    continue from; metrics go to MLflow run ``run_id`` from rank 0. Returns None on the other ranks.
+    continue from; metrics go to MLflow run ``run_id`` from rank 0. With ``args.distill_layers`` the
+    fine-tuned model then teaches a student of that many layers (:mod:`pipelines.train.distill`), whose
+    checkpoints go to ``output_dir``/student, and the student is the result. Returns None on the other ranks.
     """
     placement = devices.resolve(args.device, args.precision, args.num_processes)
     if args.num_threads:
@@ -233,42 +258,115 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(args.model_name))
     train_set = tokenized(tokenizer, splits.train, scoring.max_length)
     val_set = tokenized(tokenizer, splits.validation, scoring.max_length, by_length=True)
-    batches = LengthGroupedBatches([len(x) for x in train_set.ids], args.batch_size, seed,
-                                   parts=placement.num_processes * args.gradient_accumulation_steps)
-    records = EpochRecords(AVERAGE_FROM_EPOCH if args.average_checkpoints else None)
-    callbacks: list[Any] = [records]
-    if run_id:
-        callbacks.append(MlflowMetrics(run_id, records, args.log_checkpoints))
-    if progress:
-        callbacks.append(ProgressLines(args.batch_size))
-    if args.early_stopping_patience:
-        callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
-    padding = "max_length" if args.padding == "max_length" else "longest"
-    engine = RecipeTrainer(
-        model_init=lambda: load_classifier(args.model_name),  # after the Trainer seeds: the recipe's order
-        batches=batches,
-        args=training_arguments(args, placement, output_dir, seed=seed, steps_per_epoch=batches.steps_per_epoch),
-        train_dataset=train_set,
-        eval_dataset=val_set,
-        data_collator=DataCollatorWithPadding(tokenizer, padding=padding, max_length=scoring.max_length),
-        processing_class=tokenizer,
-        compute_metrics=_compute_metrics(metric),
-        callbacks=callbacks,
-    )
-    engine.remove_callback(PrinterCallback)  # its raw log dicts; ProgressLines prints for people
-    if resume is not None:
-        records.restore(resume)
-        print(f"resuming from {resume} (epoch {len(records.history)} done)", flush=True)
-    started = time.perf_counter()
-    engine.train(resume_from_checkpoint=str(resume) if resume is not None else None)
-    train_seconds = time.perf_counter() - started
+    fit = _Fit(args, placement, tokenizer, train_set, val_set, scoring, seed=seed, metric=metric, progress=progress,
+               run_id=run_id)
+    student_resume = resume if resume is not None and resume.parent.name == distill.STUDENT_DIR else None
+    if student_resume is None:  # the recipe: fine-tune the whole model
+        stage = "teacher" if args.distill_layers else ""
+        engine, records, seconds = fit(lambda: load_classifier(args.model_name), output_dir, resume, stage=stage)
+        model = engine.model.to("cpu").float().eval() if engine.is_world_process_zero() else None
+        if not args.distill_layers:
+            if owned:
+                shutil.rmtree(output_dir, ignore_errors=True)
+            if model is None:
+                return None
+            return _finish(args, model, tokenizer, scoring, splits, records, metric=metric, run_id=run_id,
+                           train_seconds=seconds, steps=engine.state.global_step, placement=placement)
+        if model is not None:  # rank 0 finishes the teacher (weights kept, threshold) and saves it for every rank
+            teacher = _finish(args.model_copy(update={"calibrate_long_texts": False}), model, tokenizer, scoring,
+                              splits, records, metric=metric, run_id="", train_seconds=seconds,
+                              steps=engine.state.global_step, placement=placement)
+            _save_teacher(teacher, output_dir, run_id if args.log_checkpoints else "")
+        engine.accelerator.wait_for_everyone()
+    teacher_folder = output_dir if student_resume is None else student_resume.parent.parent
+    teacher_model, teacher_record = distill.load_teacher(teacher_folder)
+    if student_resume is None:
+        print(f"teacher: {teacher_record['weights']}, validation accuracy "
+              f"{teacher_record['validation_metrics']['accuracy']:.4f}; distilling into {args.distill_layers} "
+              f"of its layers", flush=True)
+    device = str(training_arguments(args, placement, output_dir, seed=seed, steps_per_epoch=1).device)
+    soft = distill.teacher_logits(teacher_model, train_set.ids, device)
+    del teacher_model
+    fit.train_set = TokenizedTexts(train_set.ids, train_set.labels, soft)
+    engine, records, seconds = fit(lambda: distill.load_student(teacher_folder, args.distill_layers),
+                                   output_dir / distill.STUDENT_DIR, student_resume, stage="student")
     if owned:
         shutil.rmtree(output_dir, ignore_errors=True)
     if not engine.is_world_process_zero():
         return None
-    model = engine.model.to("cpu").float().eval()  # saved in fp32, on the CPU, whatever trained it
-    return _finish(args, model, tokenizer, scoring, splits, records, metric=metric, run_id=run_id,
-                   train_seconds=train_seconds, steps=engine.state.global_step, placement=placement)
+    model = engine.model.to("cpu").float().eval()
+    result = _finish(args, model, tokenizer, scoring, splits, records, metric=metric, run_id=run_id,
+                     train_seconds=teacher_record["train_seconds"] + seconds,
+                     steps=teacher_record["steps"] + engine.state.global_step, placement=placement)
+    result.teacher = teacher_record
+    return result
+
+
+class _Fit:
+    """One ``Trainer.train`` of the recipe: the whole model, or a student that learns from the teacher's logits."""
+
+    def __init__(self, args: TrainSection, placement: devices.Placement, tokenizer: Any, train_set: TokenizedTexts,
+                 val_set: TokenizedTexts, scoring: ScoringConfig, *, seed: int, metric: str, progress: bool,
+                 run_id: str):
+        self.args, self.placement, self.tokenizer, self.scoring = args, placement, tokenizer, scoring
+        self.train_set, self.val_set = train_set, val_set
+        self.seed, self.metric, self.progress, self.run_id = seed, metric, progress, run_id
+
+    def __call__(self, model_init: Any, output_dir: Path, resume: Path | None, *,
+                 stage: str) -> tuple[Trainer, EpochRecords, float]:
+        """Train from ``model_init`` (``stage``: "" alone, "teacher" or "student"); the engine, records, seconds."""
+        args = self.args
+        if stage == "student":
+            args = args.model_copy(update={"learning_rate": args.distill_learning_rate})
+        batches = LengthGroupedBatches([len(x) for x in self.train_set.ids], args.batch_size, self.seed,
+                                       parts=self.placement.num_processes * args.gradient_accumulation_steps)
+        records = EpochRecords(AVERAGE_FROM_EPOCH if args.average_checkpoints else None)
+        callbacks: list[Any] = [records]
+        if self.run_id:
+            callbacks.append(MlflowMetrics(
+                self.run_id, records, args.log_checkpoints, prefix="teacher_" if stage == "teacher" else "",
+                artifact_path=f"checkpoints/{distill.STUDENT_DIR}" if stage == "student" else "checkpoints"))
+        if self.progress:
+            title = {"teacher": "training the teacher", "student": f"distilling a {args.distill_layers}-layer student"}
+            callbacks.append(ProgressLines(args.batch_size, title=title.get(stage, "training")))
+        if args.early_stopping_patience:
+            callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
+        padding = "max_length" if args.padding == "max_length" else "longest"
+        kind = StudentTrainer if stage == "student" else RecipeTrainer
+        extra = {"temperature": args.distill_temperature, "alpha": args.distill_alpha} if stage == "student" else {}
+        engine = kind(
+            model_init=model_init,  # after the Trainer seeds: the recipe's order
+            batches=batches,
+            args=training_arguments(args, self.placement, output_dir, seed=self.seed,
+                                    steps_per_epoch=batches.steps_per_epoch),
+            train_dataset=self.train_set,
+            eval_dataset=self.val_set,
+            data_collator=DataCollatorWithPadding(self.tokenizer, padding=padding, max_length=self.scoring.max_length),
+            processing_class=self.tokenizer,
+            compute_metrics=_compute_metrics(self.metric),
+            callbacks=callbacks,
+            **extra,
+        )
+        engine.remove_callback(PrinterCallback)  # its raw log dicts; ProgressLines prints for people
+        if resume is not None:
+            records.restore(resume)
+            print(f"resuming from {resume} (epoch {len(records.history)} done)", flush=True)
+        started = time.perf_counter()
+        engine.train(resume_from_checkpoint=str(resume) if resume is not None else None)
+        return engine, records, time.perf_counter() - started
+
+
+def _save_teacher(teacher: TrainResult, output_dir: Path, run_id: str) -> None:
+    """The finished teacher and its record beside the checkpoints (and in run ``run_id``'s, if given)."""
+    record = {"layers": int(teacher.model.config.num_hidden_layers), "weights": teacher.weights,
+              "best_epoch": teacher.best_epoch, "threshold": teacher.threshold, "history": teacher.history,
+              "validation_metrics": teacher.validation_metrics, "train_seconds": teacher.train_seconds,
+              "steps": teacher.steps}
+    folder = distill.save_teacher(teacher.model, teacher.tokenizer, output_dir, record)
+    if run_id:
+        files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name == distill.TEACHER_RECORD)
+        for path in files:  # the record last: complete
+            mlflow.MlflowClient().log_artifact(run_id, str(path), f"checkpoints/{distill.TEACHER_DIR}")
 
 
 def _finish(args: TrainSection, model: Any, tokenizer: Any, scoring: ScoringConfig, splits: Splits,
@@ -355,3 +453,8 @@ def _average_wins(model, tokenizer, scoring, splits, weight_sum, n, best_score, 
 
 def history_frame(result: TrainResult) -> pd.DataFrame:
     return pd.DataFrame(result.history).set_index("epoch")
+
+
+def teacher_history(result: TrainResult) -> pd.DataFrame | None:
+    """A distilled student's teacher's epochs (as :func:`history_frame`), None for a model trained alone."""
+    return pd.DataFrame(result.teacher["history"]).set_index("epoch") if result.teacher else None
