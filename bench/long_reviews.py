@@ -13,8 +13,9 @@ long-text threshold are chosen by the train step's rule, and on the test long te
     BENCH_TODAY_MODEL_URI=models:/sentiment/1 python -m bench.long_reviews
 
 ``today`` serves ``BENCH_TODAY_MODEL_URI`` when it is set: the model of before the change, e.g. a 6-layer
-version trained without ``distill_layers`` beside a distilled production version, so the ratios include
-the model's own change; otherwise every variant serves the production version.
+version trained with ``-p distill_layers 0`` beside a distilled production version, so the ratios include
+the model's own change (``BENCH_TODAY_TRACKING_URI``: the store that holds it, if another); otherwise every
+variant serves the production version.
 """
 
 from __future__ import annotations
@@ -53,6 +54,7 @@ VARIANTS: dict[str, dict[str, str]] = {
 ON_TODAYS_GRAPH = ("today", "per-text", "no-overlap", "in-turn", "side-by-side")
 CONCURRENCY = (1, 8)
 TODAY_MODEL_URI = os.environ.get("BENCH_TODAY_MODEL_URI", "").strip() or common.MODEL_URI
+TODAY_TRACKING_URI = os.environ.get("BENCH_TODAY_TRACKING_URI", "").strip()
 SCORING_ENV = {"WINDOW_STRIDE": ("window_stride", int), "MAX_WINDOWS": ("max_windows", int),
                "LONG_TEXT_STRATEGY": ("long_text_strategy", str), "AGGREGATION": ("aggregation", str),
                "LONG_THRESHOLD": ("long_threshold", float)}
@@ -81,7 +83,10 @@ def exported_folders(root: Path) -> dict[str, Path]:
     folders = {}
     for graph, attention in (("today", "sdpa"), ("now", EXPORT_ATTENTION)):
         folder = root / graph
-        export_model(TODAY_MODEL_URI if graph == "today" else common.MODEL_URI, folder)
+        if graph == "today":
+            export_today(folder)
+        else:
+            export_model(common.MODEL_URI, folder)
         model, tokenizer = load_components(str(folder))
         onnx = folder / ONNX_DIR
         onnx.mkdir(exist_ok=True)
@@ -97,6 +102,20 @@ def exported_folders(root: Path) -> dict[str, Path]:
             quantize_int8(fp32, onnx / FILES[True])
         folders[graph] = folder
     return folders
+
+
+def export_today(folder: Path) -> None:
+    """:data:`TODAY_MODEL_URI` into ``folder``, from :data:`TODAY_TRACKING_URI` if set."""
+    import mlflow
+
+    from pipelines.registry.model_folder import export_model
+
+    current = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(TODAY_TRACKING_URI or current)
+    try:
+        export_model(TODAY_MODEL_URI, folder)
+    finally:
+        mlflow.set_tracking_uri(current)
 
 
 def model_layers(folder: Path) -> int:

@@ -56,11 +56,15 @@ def serving(r: dict[str, Any]) -> list[str]:
 
 def long_reviews(r: dict[str, Any]) -> list[str]:
     pool = r["pool"]
+    layers = r.get("layers", {})
+    model = (f"Variants on graph `today` serve {r['today_model']} ({layers.get('today', '?')} layers), the others "
+             f"production v{r['model_version']} ({layers.get('now', '?')} layers)" if r.get("today_model") and
+             r["today_model"] != "models:/sentiment@production" else f"Model v{r['model_version']}")
     settings = [{"variant": k, "settings": " ".join(f"`{n}={v}`" for n, v in env.items())}
                 for k, env in r["variants"].items()]
     return [
         "### Full-length reviews: today's long-text scoring vs fewer and cheaper windows", _conditions(r), "",
-        f"Model v{r['model_version']}, `BACKEND=onnx-int8`, `MICRO_BATCH_MS=3`, one server per variant, all at once; "
+        f"{model}, `BACKEND=onnx-int8`, `MICRO_BATCH_MS=3`, one server per variant, all at once; "
         f"each request one of {pool['texts']} review proxies of the test split (snippets of one movie and label with "
         f"its plot summary; median {pool['median_tokens']:.0f} tokens, p95 {pool['p95_tokens']:.0f}, max "
         f"{pool['max_tokens']}), clients in their own order, the same for every server; {r['rounds']} round(s) × "

@@ -116,3 +116,18 @@ def test_a_teacher_folder_without_its_record_is_not_complete(tmp_path) -> None:
     (tmp_path / distill.STUDENT_DIR / "checkpoint-16").mkdir(parents=True)
     assert not distill.teacher_complete(tmp_path)
     assert checkpoints.last_checkpoint(tmp_path) is None
+
+
+@pytest.mark.e2e
+@pytest.mark.timeout(1200)
+def test_two_ranks_distil_from_the_teacher_rank_zero_saved(mlflow_uri, tmp_path) -> None:
+    """``num_processes 2``: rank 0 finishes and saves the teacher, both ranks read it back and train the student."""
+    cfg = build_config({**TINY, "epochs": 1, "num_processes": 2, "log_checkpoints": False})
+    result = run_pipeline(cfg, steps=("train",), output_dir=tmp_path / "out", progress=False)
+    client = MlflowClient()
+    assert [str(v.version) for v in client.search_model_versions("name = 'sentiment'")] == ["1"]
+    version = client.get_model_version("sentiment", "1")
+    assert (version.tags["layers"], version.tags["teacher_layers"]) == ("2", "6")
+    run = client.get_run(result.steps["train"]["run_id"])
+    assert run.data.tags["placement"] == "cpu fp32, 2 processes (gloo)"
+    assert run.data.metrics["train_steps"] == 32, "16 steps an epoch of the global batch, one epoch, two stages"
