@@ -58,7 +58,8 @@ def test_the_student_starts_as_the_teacher_cut_to_its_first_layers(tmp_path) -> 
     teacher = load_classifier("embedded:all-MiniLM-L6-v2")
     distill.save_teacher(teacher, AutoTokenizer.from_pretrained(resolve_model_name("embedded:all-MiniLM-L6-v2")),
                          tmp_path, {"layers": 6})
-    student = distill.load_student(tmp_path, 2)
+    student = distill.load_student(tmp_path, 2, "base")
+    assert student.name_or_path == "base", "its origin, not the teacher's folder that goes with the checkpoints"
     assert student.config.num_hidden_layers == 2 and len(student.bert.encoder.layer) == 2
     kept = {k: v for k, v in teacher.state_dict().items() if not k.startswith("bert.encoder.layer.")
             or int(k.split(".")[3]) < 2}
