@@ -164,7 +164,6 @@ def selection_score(val: dict[str, float], metric: str) -> float:
     return val[metric] + 1e-3 * val["roc_auc"]  # roc_auc breaks ties
 
 
-
 class Fit:
     """One ``Trainer.train`` of the recipe: the whole model, or a student that learns from the teacher's logits."""
 
