@@ -112,6 +112,22 @@ def test_the_train_step_registers_the_student_and_a_killed_student_resumes_besid
     assert final[0] == final[1] and len(final[0]) == 1, "the same teacher, recorded once as the final model's"
 
 
+def test_a_student_checkpoint_resumes_only_as_the_same_student_beside_its_teacher(tmp_path) -> None:
+    checkpoint = tmp_path / distill.STUDENT_DIR / "checkpoint-16"
+    checkpoint.mkdir(parents=True)
+    (checkpoint / "config.json").write_text('{"num_hidden_layers": 4}')
+    with pytest.raises(ConfigError, match=r"parameter resume_from: .* without its teacher"):
+        distill.check_resume(checkpoint, 4)
+    (tmp_path / distill.TEACHER_DIR).mkdir()
+    (tmp_path / distill.TEACHER_DIR / distill.TEACHER_RECORD).write_text("{}")
+    distill.check_resume(checkpoint, 4)
+    for layers in (0, 2):
+        with pytest.raises(ConfigError, match=rf"4-layer student's checkpoint; resume it with distill_layers 4 "
+                                              rf"\(not {layers}\)"):
+            distill.check_resume(checkpoint, layers)
+    distill.check_resume(tmp_path / "checkpoint-16", 0)  # the fine-tuning stage's: any setting
+
+
 def test_a_teacher_folder_without_its_record_is_not_complete(tmp_path) -> None:
     (tmp_path / distill.TEACHER_DIR).mkdir()
     (tmp_path / distill.STUDENT_DIR / "checkpoint-16").mkdir(parents=True)

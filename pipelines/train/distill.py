@@ -89,6 +89,24 @@ def loss(student_logits: torch.Tensor, teacher: torch.Tensor, labels: torch.Tens
     return alpha * soft + (1 - alpha) * F.cross_entropy(logits, labels)
 
 
+def is_student_checkpoint(checkpoint: Path) -> bool:
+    """``checkpoint`` is a student's (in ``student/``, beside the finished teacher)."""
+    return checkpoint.parent.name == STUDENT_DIR
+
+
+def check_resume(checkpoint: Path, layers: int) -> None:
+    """A ConfigError naming ``resume_from`` when a student's ``checkpoint`` cannot continue as ``distill_layers``."""
+    if not is_student_checkpoint(checkpoint):
+        return
+    saved = json.loads((checkpoint / "config.json").read_text()).get("num_hidden_layers")
+    if layers != saved:
+        raise ConfigError(f"parameter resume_from: {checkpoint} is a {saved}-layer student's checkpoint; resume it "
+                          f"with distill_layers {saved} (not {layers})")
+    if not teacher_complete(checkpoint.parent.parent):
+        raise ConfigError(f"parameter resume_from: {checkpoint} is a student's checkpoint without its teacher "
+                          f"({checkpoint.parent.parent / TEACHER_DIR / TEACHER_RECORD} is missing)")
+
+
 def save_teacher(model: Any, tokenizer: Any, folder: Path, record: dict[str, Any]) -> Path:
     """The finished teacher in ``folder``/teacher, its record written last (what :func:`load_teacher` checks)."""
     target = folder / TEACHER_DIR

@@ -26,7 +26,7 @@ from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
 from pipelines.config import TrainSection
 from pipelines.data.split import Splits
-from pipelines.train import checkpoints, devices, trainer
+from pipelines.train import checkpoints, devices, distill, trainer
 from pipelines.train.trainer import TrainResult
 from scoring.config import ScoringConfig
 
@@ -46,6 +46,8 @@ def run(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: int
     folder = Path(output_dir).resolve() / "checkpoints"
     # a checkpoint downloaded from the killed run goes with this run's own once training succeeded
     resume = checkpoints.resolve(args.resume_from, download_dir=folder / "resumed") if args.resume_from else None
+    if resume is not None:
+        distill.check_resume(resume, args.distill_layers)
     folder.mkdir(parents=True, exist_ok=True)
     run_id = mlflow.active_run().info.run_id if mlflow.active_run() else ""
     if run_id:

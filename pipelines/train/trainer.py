@@ -125,7 +125,7 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     val_set = tokenized(tokenizer, splits.validation, scoring.max_length, by_length=True)
     fit = Fit(args, placement, tokenizer, train_set, val_set, scoring, seed=seed, metric=metric, progress=progress,
                run_id=run_id)
-    student_resume = resume if resume is not None and resume.parent.name == distill.STUDENT_DIR else None
+    student_resume = resume if resume is not None and distill.is_student_checkpoint(resume) else None
     if student_resume is None:  # the recipe: fine-tune the whole model
         stage = "teacher" if args.distill_layers else ""
         engine, records, seconds = fit(lambda: load_classifier(args.model_name), output_dir, resume, stage=stage)
