@@ -24,6 +24,7 @@ from safetensors.torch import load_file, save_file
 from transformers import TrainerCallback
 
 RECORDS_FILE = "epoch_records.json"
+ARTIFACT_PATH = "checkpoints"  # where log_checkpoints puts them in the step's run
 WEIGHT_SUM_FILE = "epoch_weight_sum.safetensors"
 
 
@@ -96,7 +97,7 @@ class MlflowMetrics(TrainerCallback):
     """Loss and learning rate per logging step, each epoch's history row, checkpoints if asked: one run (rank 0)."""
 
     def __init__(self, run_id: str, records: EpochRecords, log_checkpoints: bool = False, *, prefix: str = "",
-                 artifact_path: str = "checkpoints"):
+                 artifact_path: str = ARTIFACT_PATH):
         self.run_id, self.records, self.client = run_id, records, MlflowClient()
         self.log_checkpoints, self.prefix, self.artifact_path = log_checkpoints, prefix, artifact_path
 

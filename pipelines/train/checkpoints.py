@@ -17,11 +17,10 @@ from mlflow import MlflowClient
 from mlflow.exceptions import MlflowException
 
 from pipelines.config import ConfigError
-from pipelines.train.callbacks import RECORDS_FILE
+from pipelines.train.callbacks import ARTIFACT_PATH, RECORDS_FILE
 from pipelines.train.distill import STUDENT_DIR, TEACHER_DIR, TEACHER_RECORD, teacher_complete
 
 FOLDER_TAG = "checkpoint_dir"
-ARTIFACT_PATH = "checkpoints"  # where log_checkpoints puts them in the step's run
 _CHECKPOINT = re.compile(r"^checkpoint-(\d+)$")
 
 

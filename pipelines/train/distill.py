@@ -1,4 +1,4 @@
-"""Knowledge distillation: a student of the base model's first layers, taught by the fine-tuned model.
+"""Knowledge distillation: a student of the fine-tuned model's first layers, taught by that model.
 
 The teacher is the model the recipe fine-tuned (its kept weights and folded threshold); the student
 starts as the teacher cut to its first ``distill_layers`` transformer layers (the same embeddings,
@@ -61,21 +61,16 @@ def load_student(folder: Path, layers: int, name_or_path: str) -> Any:
 
 
 @torch.no_grad()
-def teacher_logits(model: Any, ids: list[list[int]], device: str, batch_size: int = 64) -> np.ndarray:
+def teacher_logits(model: Any, tokenizer: Any, ids: list[list[int]], device: str,
+                   batch_size: int = 64) -> np.ndarray:
     """The teacher's logits (float32, one row per text) for token ids already truncated at the window."""
     model = model.to(device).eval()
     out = np.zeros((len(ids), 2), dtype=np.float32)
     order = np.argsort([len(x) for x in ids], kind="stable")  # similar lengths together: little padding
     for start in range(0, len(order), batch_size):
         rows = order[start:start + batch_size]
-        width = max(len(ids[i]) for i in rows)
-        input_ids = torch.zeros((len(rows), width), dtype=torch.long)
-        mask = torch.zeros((len(rows), width), dtype=torch.long)
-        for j, i in enumerate(rows):
-            input_ids[j, :len(ids[i])] = torch.as_tensor(ids[i])
-            mask[j, :len(ids[i])] = 1
-        logits = model(input_ids=input_ids.to(device), attention_mask=mask.to(device)).logits
-        out[rows] = logits.float().cpu().numpy()
+        batch = tokenizer.pad({"input_ids": [ids[i] for i in rows]}, return_tensors="pt").to(device)
+        out[rows] = model(**batch).logits.float().cpu().numpy()
     model.to("cpu")
     return out
 

@@ -27,7 +27,7 @@ from transformers import (
 from pipelines.config import TrainSection
 from pipelines.evaluate.metrics import classification_metrics
 from pipelines.train import devices, distill
-from pipelines.train.callbacks import EpochRecords, MlflowMetrics, ProgressLines
+from pipelines.train.callbacks import ARTIFACT_PATH, EpochRecords, MlflowMetrics, ProgressLines
 from pipelines.train.sampling import LengthGroupedBatches
 from scoring.config import ScoringConfig
 from scoring.labels import POSITIVE
@@ -191,7 +191,7 @@ class Fit:
         if self.run_id:
             callbacks.append(MlflowMetrics(
                 self.run_id, records, args.log_checkpoints, prefix="teacher_" if stage == "teacher" else "",
-                artifact_path=f"checkpoints/{distill.STUDENT_DIR}" if stage == "student" else "checkpoints"))
+                artifact_path=f"{ARTIFACT_PATH}/{distill.STUDENT_DIR}" if stage == "student" else ARTIFACT_PATH))
         if self.progress:
             title = {"teacher": "training the teacher", "student": f"distilling a {args.distill_layers}-layer student"}
             callbacks.append(ProgressLines(args.batch_size, title=title.get(stage, "training")))

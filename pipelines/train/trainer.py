@@ -35,7 +35,7 @@ from pipelines.data.split import Splits
 from pipelines.evaluate import aggregation, long_texts
 from pipelines.evaluate.metrics import best_threshold, classification_metrics
 from pipelines.train import devices, distill
-from pipelines.train.callbacks import EpochRecords
+from pipelines.train.callbacks import ARTIFACT_PATH, EpochRecords
 from pipelines.train.engine import AVERAGE_FROM_EPOCH, Fit, TokenizedTexts, selection_score, tokenized
 from scoring.config import ScoringConfig, save_scoring_config
 from scoring.labels import LABEL_NAMES, POSITIVE
@@ -149,7 +149,7 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
         print(f"teacher: {teacher_record['weights']}, validation accuracy "
               f"{teacher_record['validation_metrics']['accuracy']:.4f}; distilling into {args.distill_layers} "
               f"of its layers", flush=True)
-    soft = distill.teacher_logits(teacher_model, train_set.ids, fit.device(output_dir))
+    soft = distill.teacher_logits(teacher_model, tokenizer, train_set.ids, fit.device(output_dir))
     del teacher_model
     fit.train_set = TokenizedTexts(train_set.ids, train_set.labels, soft)
     engine, records, seconds = fit(lambda: distill.load_student(teacher_folder, args.distill_layers,
@@ -177,7 +177,7 @@ def _save_teacher(teacher: TrainResult, output_dir: Path, run_id: str) -> None:
     if run_id:
         files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name == distill.TEACHER_RECORD)
         for path in files:  # the record last: complete
-            mlflow.MlflowClient().log_artifact(run_id, str(path), f"checkpoints/{distill.TEACHER_DIR}")
+            mlflow.MlflowClient().log_artifact(run_id, str(path), f"{ARTIFACT_PATH}/{distill.TEACHER_DIR}")
 
 
 def _finish(args: TrainSection, model: Any, tokenizer: Any, scoring: ScoringConfig, splits: Splits,
