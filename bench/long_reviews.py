@@ -1,26 +1,33 @@
-"""Full-length reviews under load: today's long-text scoring vs the levers of issue 16, side by side.
+"""Full-length reviews under load: the scoring before issue 25 and the subjectivity-weighted scoring, side by side.
 
-The pool: the test split's review proxies (a critic's snippets of one movie and label with the
-movie's plot summary; median ≈ 220 tokens, like real full-length reviews). One app server per
-variant (the production version exported twice: today's int8 graph and this code's, see
-:func:`exported_folders`; ``BACKEND=onnx-int8``, micro-batching on), all running at once and
-driven in turn (rounds alternating) by 1 and 8 closed-loop clients, each client sending the pool in
-its own order (the same for every server). Next to the speed, each variant's long-text accuracy
-in-process with the same int8 runtime: on the validation long texts, where its aggregation and
-long-text threshold are chosen by the train step's rule, and on the test long texts.
+The pool: the test split's full reviews (:mod:`pipelines.evaluate.full_reviews`: an opening, a retold plot,
+opinions, some against the verdict, a verdict last; median ≈ 1,100 characters, like IMDb user reviews). One app
+server per variant (``BACKEND=onnx-int8``, micro-batching on, the runtime's defaults), all running at once and
+driven in turn (rounds alternating) by 1 and 8 closed-loop clients, each client sending the pool in its own
+order (the same for every server):
+
+* ``today``: :data:`TODAY_MODEL_URI` as served before issue 25: its int8 graph without the subjectivity output
+  and the aggregation it was saved with (a version without a subjectivity head is served exactly so; one with a
+  head gets its graphs exported again without it, and the aggregation the rule of issue 16 chooses on validation
+  long texts without it);
+* ``now``: the production version as this code serves it (its graph gives P(subjective) beside the logits).
+
+Next to the speed, each variant's accuracy in-process with the same int8 runtime on the test split's long texts,
+by review length (:data:`pipelines.evaluate.full_reviews.BUCKETS`).
 
     python -m bench.long_reviews       # BENCH_QUICK=1: one short round
-    BENCH_TODAY_MODEL_URI=models:/sentiment/1 python -m bench.long_reviews
+    BENCH_TODAY_MODEL_URI=models:/sentiment/1 BENCH_TODAY_TRACKING_URI=sqlite:///before/mlflow.db \
+        python -m bench.long_reviews
 
-``today`` serves ``BENCH_TODAY_MODEL_URI`` when it is set: the model of before the change, e.g. a 6-layer
-version trained with ``-p distill_layers 0`` beside a distilled production version, so the ratios include
-the model's own change (``BENCH_TODAY_TRACKING_URI``: the store that holds it, if another); otherwise every
-variant serves the production version.
+``today`` serves ``BENCH_TODAY_MODEL_URI`` when it is set (from ``BENCH_TODAY_TRACKING_URI``, the store that holds
+it, if another): the production version of a run before issue 25, so the ratios include the model's own change;
+otherwise the production version with its head left out.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import shutil
 import signal
@@ -33,75 +40,30 @@ import pandas as pd
 
 from bench import common, serving
 
-# today = the scorer before issue 16: int8 one window per call, windows overlapping by 16, up to 16 of them,
-# mean probability, threshold 0.5 (explicit, so the variant does not depend on what the model saved), one ONNX
-# Runtime call at a time on all cores, on the graph of then (see exported_folders)
-TODAY = {"INT8_CALLS": "window", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16", "AGGREGATION": "prob_length",
-         "LONG_THRESHOLD": "0.5", "ONNX_PARALLEL": "1"}
-VARIANTS: dict[str, dict[str, str]] = {
-    "today": TODAY,
-    "per-text": {"INT8_CALLS": "text", "WINDOW_STRIDE": "16", "MAX_WINDOWS": "16", "ONNX_PARALLEL": "1"},
-    "no-overlap": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "16", "ONNX_PARALLEL": "1"},
-    "in-turn": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8", "ONNX_PARALLEL": "1"},
-    # calls side by side, one per core on one thread each (ONNX_PARALLEL's default), micro-batches overlapping
-    "side-by-side": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8"},
-    # the same on this code's graph: scoring.config's and the runtime's defaults
-    "defaults": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "8"},
-    "max4": {"INT8_CALLS": "text", "WINDOW_STRIDE": "0", "MAX_WINDOWS": "4"},
-    "truncate": {"LONG_TEXT_STRATEGY": "truncate", "INT8_CALLS": "text"},  # one window: the floor, not a candidate
-}
-# the variants served on the int8 graph of before issue 16 (graph "today"); the others on this code's ("now")
-ON_TODAYS_GRAPH = ("today", "per-text", "no-overlap", "in-turn", "side-by-side")
 CONCURRENCY = (1, 8)
 TODAY_MODEL_URI = os.environ.get("BENCH_TODAY_MODEL_URI", "").strip() or common.MODEL_URI
 TODAY_TRACKING_URI = os.environ.get("BENCH_TODAY_TRACKING_URI", "").strip()
-SCORING_ENV = {"WINDOW_STRIDE": ("window_stride", int), "MAX_WINDOWS": ("max_windows", int),
-               "LONG_TEXT_STRATEGY": ("long_text_strategy", str), "AGGREGATION": ("aggregation", str),
-               "LONG_THRESHOLD": ("long_threshold", float)}
-
-
-def variant_scorer(base: Any, env: dict[str, str]) -> Any:
-    """The int8 scorer ``base`` (shared session) as the variant's server scores: calls and windows."""
-    update = {field: kind(value) for key, (field, kind) in SCORING_ENV.items() if (value := env.get(key)) is not None}
-    scorer = base.with_scoring(base.scoring.model_copy(update=update))
-    scorer.per_text = env.get("INT8_CALLS", "text") == "text"
-    scorer.batch_size = 64 if scorer.per_text else 1
-    return scorer
 
 
 def exported_folders(root: Path) -> dict[str, Path]:
-    """Two model folders the app serves: ``today``, :data:`TODAY_MODEL_URI` with the int8 graph as it was run before
-    issue 16 (SDPA attention; every ONNX Runtime rewrite, applied here and saved, so that the server's
-    :data:`~scoring.onnx_runtime.DISABLED_OPTIMIZERS` leave it unchanged), and ``now``, the production version with
-    this code's export."""
-    import onnxruntime as ort
-
+    """Two model folders the app serves: ``today``, :data:`TODAY_MODEL_URI` with its subjectivity head (if any)
+    removed and its ONNX graphs exported again without it, and ``now``, the production version as exported."""
     from pipelines.registry.model_folder import export_model
+    from scoring.config import CONFIG_KEY
     from scoring.model_files import load_components
-    from scoring.onnx_convert import EXPORT_ATTENTION, FILES, ONNX_DIR, export_onnx, quantize_int8
+    from scoring.onnx_convert import FILES, ONNX_DIR, export_onnx, quantize_int8
+    from scoring.subjectivity import HEAD_KEY
 
-    folders = {}
-    for graph, attention in (("today", "sdpa"), ("now", EXPORT_ATTENTION)):
-        folder = root / graph
-        if graph == "today":
-            export_today(folder)
-        else:
-            export_model(common.MODEL_URI, folder)
-        model, tokenizer = load_components(str(folder))
-        onnx = folder / ONNX_DIR
-        onnx.mkdir(exist_ok=True)
-        fp32 = export_onnx(model, tokenizer, onnx / FILES[False], attention=attention)
-        if graph == "today":
-            int8 = quantize_int8(fp32, root / "today-int8.onnx")
-            options = ort.SessionOptions()
-            options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED  # portable rewrites
-            options.optimized_model_filepath = str(onnx / FILES[True])
-            ort.InferenceSession(str(int8), options, providers=["CPUExecutionProvider"])
-            int8.unlink()
-        else:
-            quantize_int8(fp32, onnx / FILES[True])
-        folders[graph] = folder
-    return folders
+    export_today(root / "today")
+    config_path = root / "today" / "model" / "config.json"
+    config = json.loads(config_path.read_text())
+    if config.get(CONFIG_KEY, {}).pop(HEAD_KEY, None) is not None:
+        config_path.write_text(json.dumps(config, indent=2))
+        model, tokenizer = load_components(str(root / "today"))
+        onnx = root / "today" / ONNX_DIR
+        quantize_int8(export_onnx(model, tokenizer, onnx / FILES[False]), onnx / FILES[True])
+    export_model(common.MODEL_URI, root / "now")
+    return {"today": root / "today", "now": root / "now"}
 
 
 def export_today(folder: Path) -> None:
@@ -120,55 +82,47 @@ def export_today(folder: Path) -> None:
 
 def model_layers(folder: Path) -> int:
     """How many transformer layers the model in ``folder`` has."""
-    import json
-
     from scoring.model_files import model_file
 
     return int(json.loads(model_file(str(folder), "model/config.json").read_text())["num_hidden_layers"])
 
 
-def graph_of(variant: str) -> str:
-    return "today" if variant in ON_TODAYS_GRAPH else "now"
-
-
-def base_scorers(folders: dict[str, Path]) -> dict[str, Any]:
-    """The int8 scorer of each graph in-process."""
+def variant_scorers(folders: dict[str, Path], validation: pd.DataFrame) -> dict[str, Any]:
+    """The int8 scorer of each variant in-process, with the settings its server applies (``today``'s aggregation
+    chosen again by the rule of issue 16 where the one it was saved with needs the head it no longer has)."""
+    from pipelines.evaluate.aggregation import calibrate
+    from scoring.config import needs_subjectivity
+    from scoring.model_files import load_tokenizer_and_scoring
     from scoring.runtimes import load_scorer
 
-    return {graph: load_scorer(str(folder), "onnx-int8", parallel=1) for graph, folder in folders.items()}
+    scorers = {"now": load_scorer(str(folders["now"]), "onnx-int8", parallel=1)}
+    today = load_scorer(str(folders["today"]), "onnx-int8", parallel=1, aggregation="prob_length")
+    saved = load_tokenizer_and_scoring(str(folders["today"]))[1]
+    if needs_subjectivity(saved.aggregation):
+        saved = calibrate(today, validation["text"].tolist(), validation["label"].to_numpy())[0]
+    scorers["today"] = today.with_scoring(saved)
+    return {name: scorers[name] for name in ("today", "now")}
 
 
-def accuracy_table(bases: dict[str, Any], validation: pd.DataFrame, test: pd.DataFrame) -> tuple[
-        list[dict[str, Any]], dict[str, dict[str, str]]]:
-    """Per variant: aggregation and threshold chosen on validation (today's kept as they were), long-text
-    metrics on validation and test, windows per text; and the server settings that apply the choice."""
-    from pipelines.evaluate.aggregation import calibrate
-    from pipelines.evaluate.metrics import classification_metrics
+def accuracy_table(scorers: dict[str, Any], test: dict[str, pd.DataFrame]) -> list[dict[str, Any]]:
+    """Per variant, set and length bucket: accuracy, precision, recall, answered and truly Positive."""
+    from pipelines.evaluate.full_reviews import by_length
 
-    rows, envs = [], {}
-    for name, env in VARIANTS.items():
-        scorer = variant_scorer(bases[graph_of(name)], env)
-        if name != "today" and scorer.scoring.long_text_strategy == "sliding_window":
-            # what the train step would save (it chooses with PyTorch; here with the served runtime)
-            scorer.scoring, _ = calibrate(scorer, validation["text"].tolist(), validation["label"].to_numpy())
-        envs[name] = {**env, "AGGREGATION": scorer.scoring.aggregation,
-                      "LONG_THRESHOLD": str(scorer.scoring.long_threshold)}
-        row: dict[str, Any] = {"variant": name, "aggregation": scorer.scoring.aggregation,
-                               "long_threshold": scorer.scoring.long_threshold}
-        for split, frame in (("val", validation), ("test", test)):
-            texts = frame["text"].tolist()
-            metrics = classification_metrics(frame["label"].to_numpy(), scorer.predict_proba(texts))
-            row.update({f"{split}_{k}": metrics[k] for k in ("accuracy", "precision", "recall", "roc_auc")})
-            row[f"{split}_windows_per_text"] = len(scorer.windows(texts)[0]) / len(texts)
-        rows.append(row)
-    return rows, envs
+    rows = []
+    for name, scorer in scorers.items():
+        for set_name, frame in test.items():
+            table = by_length(frame["text"], frame["label"].to_numpy(), scorer.predict_proba(frame["text"].tolist()))
+            rows += [{"variant": name, "aggregation": scorer.scoring.aggregation,
+                      "long_threshold": scorer.scoring.long_threshold, "set": set_name, "length": bucket,
+                      **row.to_dict()} for bucket, row in table.iterrows()]
+    return rows
 
 
-def long_texts_of(frame: pd.DataFrame) -> pd.DataFrame:
-    """A split's long proxies and review proxies, all of them."""
+def long_texts_of(frame: pd.DataFrame, part: str) -> pd.DataFrame:
+    """A split's long texts (:func:`pipelines.evaluate.long_texts.long_sets`), all of them."""
     from pipelines.evaluate.long_texts import long_sets
 
-    return pd.concat(long_sets(frame, n=len(frame)).values(), ignore_index=True)
+    return pd.concat(long_sets(frame, n=len(frame), part=part).values(), ignore_index=True)
 
 
 async def load_tests(servers: list[serving.Server], pool: list[str], rounds: int, seconds: float) -> list[dict]:
@@ -188,8 +142,9 @@ async def load_tests(servers: list[serving.Server], pool: list[str], rounds: int
              **common.latency_stats(c["latencies"]), "errors": c["errors"]} for (name, conc), c in raw.items()]
 
 
+
 def ratios(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Per variant at 8 clients: req/s and p99 relative to ``today`` (goals: ≥ 3× and ≤ 1/3)."""
+    """Per variant at 8 clients: req/s and p99 relative to ``today`` (goal: within 10 %)."""
     at8 = {r["server"]: r for r in rows if r["clients"] == 8}
     today = at8["today"]
     return [{"server": name, "rps_x_today": r["rps"] / today["rps"], "p50_x_today": r["p50_ms"] / today["p50_ms"],
@@ -203,19 +158,21 @@ def main() -> None:
 
     started, load_start, uri, info = common.start_serving_benchmark()
     splits = load_splits(build_config({}).data)
-    validation, test = long_texts_of(splits.validation), long_texts_of(splits.test)
+    validation = long_texts_of(splits.validation, "validation")
+    test = long_sets(splits.test, n=len(splits.test))
     log_dir = Path(tempfile.mkdtemp(prefix="bench-long-"))
     folders = exported_folders(log_dir)
-    bases = base_scorers(folders)
-    accuracy, envs = accuracy_table(bases, validation, test)
-    envs = {name: {**env, "MODEL_URI": str(folders[graph_of(name)])} for name, env in envs.items()}
-    pool = long_sets(splits.test, n=len(splits.test))["reviews"]["text"].tolist()
-    tokens = token_lengths(bases["now"].tokenizer, pool)
-    layers = {graph: model_layers(folder) for graph, folder in folders.items()}
-    rounds, seconds = (1, 3.0) if common.QUICK else (2, 8.0)
+    scorers = variant_scorers(folders, validation)
+    accuracy = accuracy_table(scorers, test)
+    envs = {name: {"MODEL_URI": str(folders[name]), "AGGREGATION": scorer.scoring.aggregation,
+                   "LONG_THRESHOLD": str(scorer.scoring.long_threshold)} for name, scorer in scorers.items()}
+    pool = test["full reviews"]["text"].tolist()
+    tokens = token_lengths(scorers["now"].tokenizer, pool)
+    layers = {name: model_layers(folder) for name, folder in folders.items()}
+    rounds, seconds = (1, 3.0) if common.QUICK else (3, 8.0)
     servers = serving.make_servers(list(envs), uri, log_dir, envs)
-    print(f"starting {', '.join(envs)} (logs in {log_dir}); pool of {len(pool)} reviews, median "
-          f"{np.median(tokens):.0f} tokens", flush=True)
+    print(f"starting {', '.join(envs)} (logs in {log_dir}); pool of {len(pool)} full reviews, median "
+          f"{np.median(tokens):.0f} tokens, {np.median([len(t) for t in pool]):.0f} characters", flush=True)
     signal.signal(signal.SIGTERM, serving._exit_on_sigterm)
     try:
         for server in servers:
@@ -230,15 +187,13 @@ def main() -> None:
     print(common.table(rows, ["server", "clients", "rps", "p50_ms", "p95_ms", "p99_ms", "n", "errors"], 1))
     print(common.table(ratios(rows), digits=2))
     print(common.table(accuracy, digits=3))
-    print(f"today: {TODAY_MODEL_URI} ({layers['today']} layers); the others: {common.MODEL_URI} v{info['version']} "
+    print(f"today: {TODAY_MODEL_URI} ({layers['today']} layers); now: {common.MODEL_URI} v{info['version']} "
           f"({layers['now']} layers)", flush=True)
     common.write_results("long_reviews", {
-        "model_version": info["version"], "today_model": TODAY_MODEL_URI, "layers": layers,
-        "variants": {name: {"graph": graph_of(name), **{k: v for k, v in env.items() if k != "MODEL_URI"}}
-                     for name, env in envs.items()}, "rounds": rounds, "seconds_per_round": seconds,
+        "model_version": info["version"], "today_model": TODAY_MODEL_URI, "layers": layers, "variants": envs,
+        "rounds": rounds, "seconds_per_round": seconds,
         "pool": {"texts": len(pool), "median_tokens": float(np.median(tokens)),
                  "p95_tokens": float(np.percentile(tokens, 95)), "max_tokens": int(tokens.max())},
-        "long_texts": {"validation": len(validation), "test": len(test)},
         "rows": rows, "ratios": ratios(rows), "accuracy": accuracy,
     }, started, load_start)
 

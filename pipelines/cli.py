@@ -17,6 +17,7 @@ from pipelines.batch.model import resolve_model
 from pipelines.config import ConfigError, PipelineConfig, build_config, defaults, expand
 from pipelines.data.split import load_splits
 from pipelines.evaluate import heldout
+from pipelines.evaluate.full_reviews import by_length
 from pipelines.flow.retrain import retrain_if_drift, run_monitor
 from pipelines.flow.runner import StepFailed, run_pipeline
 from pipelines.flow.steps import FLOWS
@@ -155,12 +156,18 @@ def cmd_heldout(args: argparse.Namespace) -> int:
         if args.backend == "torch":
             scorer.model.to(device)
         table = heldout.evaluate(scorer, train, sets, cfg.seed)
+        reviews = heldout.full_reviews(sets["imdb"])
+        texts = reviews["text"].tolist()
+        lengths = by_length(texts, reviews["label"].to_numpy(), scorer.predict_proba(texts))
     mv = resolve_version(uri)
     if mv is not None:
-        versions.set_tags(mv.name, mv.version, heldout.tags_for(table, args.backend))
+        versions.set_tags(mv.name, mv.version, heldout.tags_for(table, args.backend, lengths))
     print(f"{uri}{f' (v{mv.version})' if mv is not None else ''}, backend {args.backend}, "
           f"baselines trained on the {len(train)} training texts of {cfg.dataset}:")
     print(table.round(4).to_string(index=False))
+    print(f"\nIMDb users' sentences made into {len(reviews)} full reviews (with plot summaries), by length in "
+          "characters:")
+    print(lengths.round(4).to_string())
     return 0
 
 

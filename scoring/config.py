@@ -19,9 +19,12 @@ CONFIG_KEY = "sentiment_mlops"  # where the settings live in a transformers mode
 LONG_TEXT_STRATEGIES = ("truncate", "head_tail", "sliding_window")  # see scoring.scorer
 LONG_TEXT_PATTERN = f"^({'|'.join(LONG_TEXT_STRATEGIES)})$"
 # how the windows of one text become its P(positive) (see scoring.scorer.aggregate): the mean of the windows'
-# probabilities or of their logits (z1 - z0), weighted by window length, uniformly, by confidence (|logit| x length)
-# or with the first and last windows counting double; "prob_length" is what every version before it was scored with
-AGGREGATIONS = ("prob_length", "prob", "logit_length", "logit", "logit_confidence", "prob_confidence", "logit_ends")
+# probabilities or of their logits (z1 - z0), weighted by window length, uniformly, by confidence (|logit| x length),
+# with the first and last windows (or the last alone) counting double, or by length x P(subjective) (the model's
+# subjectivity head, scoring.subjectivity; versions since issue 25); "prob_length" is what every version before
+# these settings was scored with
+AGGREGATIONS = ("prob_length", "prob", "logit_length", "logit", "logit_confidence", "prob_confidence", "logit_ends",
+                "logit_last", "logit_subjective", "prob_subjective", "logit_subjective_last")
 AGGREGATION_PATTERN = f"^({'|'.join(AGGREGATIONS)})$"
 BACKEND_NAMES = ("onnx-int8", "onnx", "torch")  # serving runtimes, see scoring.runtimes
 DEFAULT_BACKEND = "onnx-int8"  # what the server runs (BACKEND) and the gate compares; the reference scores are PyTorch
@@ -47,6 +50,11 @@ class ScoringConfig(BaseModel):
         saved = getattr(model.config, CONFIG_KEY, None) or {}
         known = {k: v for k, v in saved.items() if k in cls.model_fields}
         return cls.model_validate({**LEGACY, **known, **{k: v for k, v in overrides.items() if v is not None}})
+
+
+def needs_subjectivity(aggregation: str) -> bool:
+    """Whether ``aggregation`` weighs windows by P(subjective) (a model with a subjectivity head)."""
+    return "subjective" in aggregation
 
 
 # what a saved config without these keys means: how versions were scored before the settings existed

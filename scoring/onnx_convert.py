@@ -1,6 +1,7 @@
 """A transformers sequence classifier as ONNX, and its dynamic int8 quantization.
 
-* :func:`export_onnx` writes the classifier with the TorchScript exporter
+* :func:`export_onnx` writes the classifier (and its subjectivity head's logit as a second output,
+  ``subjectivity``, where the model has one: :mod:`scoring.subjectivity`) with the TorchScript exporter
   (``dynamo=False``: torch 2.13's default dynamo exporter needs ``onnxscript``, which is
   not installed), dynamic batch and sequence axes, its inputs named **in the model's
   ``forward`` order** (``input_ids, attention_mask, token_type_ids``), not the
@@ -24,6 +25,9 @@ from typing import Any
 import torch
 from onnxruntime.quantization import QuantType, quantize_dynamic
 
+from scoring.subjectivity import OUTPUT as SUBJECTIVITY
+from scoring.subjectivity import SubjectivityHead, classifier_features
+
 OPSET = 17
 ONNX_DIR = "onnx"  # the files' folder, in the version's run and in an exported model folder
 FILES = {False: "model.onnx", True: "model.int8.onnx"}  # fp32, int8
@@ -40,16 +44,22 @@ def forward_input_names(model: Any, tokenizer: Any) -> list[str]:
     return [p for p in inspect.signature(model.forward).parameters if p in wanted]
 
 
-class _LogitsOnly(torch.nn.Module):
-    """Positional inputs (in ``names`` order) → logits."""
+class _Outputs(torch.nn.Module):
+    """Positional inputs (in ``names`` order) → logits and, with a subjectivity ``head``, its logit per window
+    (read from the classifier's input features in the same forward pass)."""
 
-    def __init__(self, model: Any, names: Sequence[str]) -> None:
+    def __init__(self, model: Any, names: Sequence[str], head: torch.nn.Linear | None) -> None:
         super().__init__()
         self.model = model
         self.names = list(names)
+        self.head = head
 
-    def forward(self, *inputs: torch.Tensor) -> torch.Tensor:
-        return self.model(**dict(zip(self.names, inputs, strict=True))).logits
+    def forward(self, *inputs: torch.Tensor) -> torch.Tensor | tuple[torch.Tensor, torch.Tensor]:
+        named = dict(zip(self.names, inputs, strict=True))
+        if self.head is None:
+            return self.model(**named).logits
+        logits, features = classifier_features(self.model, **named)
+        return logits, self.head(features).squeeze(-1)
 
 
 def export_onnx(model: Any, tokenizer: Any, path: str | Path, opset: int = OPSET,
@@ -60,6 +70,8 @@ def export_onnx(model: Any, tokenizer: Any, path: str | Path, opset: int = OPSET
     path.parent.mkdir(parents=True, exist_ok=True)
     names = forward_input_names(model, tokenizer)
     sample = tokenizer(list(SAMPLE_TEXTS), padding=True, return_tensors="pt")
+    head = SubjectivityHead.from_model(model)
+    outputs = ["logits"] + ([SUBJECTIVITY] if head is not None else [])
     args = tuple(sample[n] if n in sample else torch.zeros_like(sample["input_ids"]) for n in names)
     model.eval()
     own = getattr(model.config, "_attn_implementation", None)
@@ -71,9 +83,9 @@ def export_onnx(model: Any, tokenizer: Any, path: str | Path, opset: int = OPSET
             warnings.simplefilter("ignore")  # TracerWarnings about Python control flow on shapes
             torch.onnx.export(
                 # eval(): a fresh module trains, and the exporter restores the mode it found
-                _LogitsOnly(model, names).eval(), args, str(path), dynamo=False, opset_version=opset,
-                input_names=names, output_names=["logits"],
-                dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, "logits": {0: "batch"}},
+                _Outputs(model, names, head.module() if head else None).eval(), args, str(path), dynamo=False,
+                opset_version=opset, input_names=names, output_names=outputs,
+                dynamic_axes={**{n: {0: "batch", 1: "sequence"} for n in names}, **{o: {0: "batch"} for o in outputs}},
             )
     finally:
         if switch:

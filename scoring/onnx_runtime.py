@@ -29,7 +29,9 @@ from scoring.labels import POSITIVE
 from scoring.machine import cores
 from scoring.model_files import load_components, load_tokenizer_and_scoring
 from scoring.onnx_convert import FILES, ONNX_DIR, export_onnx, quantize_int8
-from scoring.scorer import Scorer, logit_margin
+from scoring.scorer import Scorer, WindowScores, check_scoring, logit_margin
+from scoring.subjectivity import OUTPUT as SUBJECTIVITY
+from scoring.subjectivity import sigmoid
 from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
 
 # Dynamic int8 quantizes activations with one scale per input tensor, so a window's answer would depend on what it
@@ -145,13 +147,20 @@ class OnnxScorer(Scorer):
         self.session = session  # a call on its own
         self.side_session = side_session or session  # calls side by side (fewer threads each)
         self.tokenizer = tokenizer
-        self.scoring = scoring
+        # graphs exported with a subjectivity head (versions since issue 25) give P(subjective) as a second output
+        self.output_names = [o.name for o in session.get_outputs() if o.name in ("logits", SUBJECTIVITY)]
+        self.head = None
+        self.scoring = check_scoring(scoring, self.has_subjectivity)
         self.batch_size = batch_size
         self.per_text = per_text  # one call per text (its windows only) instead of length-sorted batches
         self.input_names = [i.name for i in session.get_inputs()]
         self.pad_id = tokenizer.pad_token_id if tokenizer.pad_token_id is not None else 0
         self.pad_left = getattr(tokenizer, "padding_side", "right") == "left"
         self.in_flight = _InFlight()
+
+    @property
+    def has_subjectivity(self) -> bool:  # type: ignore[override]
+        return SUBJECTIVITY in self.output_names
 
     @property
     def calls_at_once(self) -> int:  # type: ignore[override]
@@ -173,10 +182,17 @@ class OnnxScorer(Scorer):
     def logits(self, windows: Sequence[Sequence[int]], session: ort.InferenceSession | None = None) -> np.ndarray:
         return (session or self.session).run(["logits"], self.feeds(windows))[0]
 
-    def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """P(positive) and logit margin per window: with ``per_text``, one call per text (``owner``: the text of
-        each window; without it, one call per window), else batched by similar length as in :class:`Scorer`."""
+    def outputs(self, windows: Sequence[Sequence[int]],
+                session: ort.InferenceSession | None = None) -> list[np.ndarray]:
+        """The logits and, where the graph has it, the subjectivity logit of each window, from one call."""
+        return (session or self.session).run(self.output_names, self.feeds(windows))
+
+    def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> WindowScores:
+        """P(positive), logit margin and P(subjective) (with the head) per window: with ``per_text``, one call per
+        text (``owner``: the text of each window; without it, one call per window), else batched by similar length
+        as in :class:`Scorer`."""
         probs, margins = np.empty(len(ids), dtype=np.float64), np.empty(len(ids), dtype=np.float64)
+        subjectivity = np.empty(len(ids), dtype=np.float64) if self.has_subjectivity else None
         if self.per_text:  # a text's windows are consecutive
             owner = np.arange(len(ids)) if owner is None else owner
             calls = np.split(np.arange(len(ids)), np.flatnonzero(np.diff(owner)) + 1)
@@ -187,17 +203,19 @@ class OnnxScorer(Scorer):
         try:
             if self.parallel > 1 and (len(calls) > 1 or others):  # side by side, here or with other scoring calls
                 results = list(_executor(self.parallel).map(
-                    lambda batch: self.logits([ids[i] for i in batch], self.side_session), calls))
+                    lambda batch: self.outputs([ids[i] for i in batch], self.side_session), calls))
             else:  # a lone call: every thread it may have
-                results = [self.logits([ids[i] for i in batch]) for batch in calls]
+                results = [self.outputs([ids[i] for i in batch]) for batch in calls]
         finally:
             self.in_flight.leave()
         for batch, raw in zip(calls, results, strict=True):
-            logits = raw.astype(np.float32)
+            logits = raw[0].astype(np.float32)
             shifted = np.exp(logits - logits.max(axis=-1, keepdims=True))
             probs[batch] = (shifted / shifted.sum(axis=-1, keepdims=True))[:, POSITIVE]
             margins[batch] = logit_margin(logits)
-        return probs, margins
+            if subjectivity is not None:
+                subjectivity[batch] = sigmoid(raw[1].reshape(-1))
+        return WindowScores(probs, margins, subjectivity)
 
 
 def int8_calls_setting(value: str | None = None) -> str:

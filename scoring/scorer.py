@@ -21,13 +21,22 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Sequence
-from typing import Any, Self
+from typing import Any, NamedTuple, Self
 
 import numpy as np
 import torch
 
-from scoring.config import ScoringConfig
+from scoring.config import ScoringConfig, needs_subjectivity
 from scoring.labels import POSITIVE, label_and_confidence
+from scoring.subjectivity import SubjectivityHead, classifier_features, sigmoid
+
+
+class WindowScores(NamedTuple):
+    """Per window: P(positive), the logit margin z1 - z0, and P(subjective) where the model has the head."""
+
+    probs: np.ndarray
+    margins: np.ndarray
+    subjectivity: np.ndarray | None = None
 
 
 class Scorer:
@@ -40,13 +49,19 @@ class Scorer:
     def __init__(self, model: Any, tokenizer: Any, scoring: ScoringConfig | None = None, batch_size: int = 64):
         self.model = model.eval()
         self.tokenizer = tokenizer
-        self.scoring = scoring or ScoringConfig.from_model(model)
+        self.head = SubjectivityHead.from_model(model)  # None for versions trained without one
+        self.scoring = check_scoring(scoring or ScoringConfig.from_model(model), self.head is not None)
         self.batch_size = batch_size
+
+    @property
+    def has_subjectivity(self) -> bool:
+        """Whether each window's P(subjective) comes with its logits (the ``*_subjective*`` aggregations need it)."""
+        return self.head is not None
 
     def with_scoring(self, scoring: ScoringConfig) -> Self:
         """This scorer (weights or session and tokenizer shared, any runtime) scoring with other settings."""
         other = copy.copy(self)
-        other.scoring = scoring
+        other.scoring = check_scoring(scoring, self.has_subjectivity)
         return other
 
     # -- tokenization --------------------------------------------------------------------
@@ -77,12 +92,14 @@ class Scorer:
 
     # -- scoring -------------------------------------------------------------------------
     @torch.inference_mode()
-    def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
-        """P(positive) and the logit margin z1 - z0 per window, batched by similar length (dynamic padding).
+    def window_logits(self, ids: list[list[int]], owner: np.ndarray | None = None) -> WindowScores:
+        """P(positive), the logit margin z1 - z0 and P(subjective) (with the head) per window, batched by similar
+        length (dynamic padding).
 
         ``owner`` (the text of each window) is for runtimes whose calls must not mix texts (int8).
         """
         probs, margins = np.empty(len(ids), dtype=np.float64), np.empty(len(ids), dtype=np.float64)
+        subjectivity = np.empty(len(ids), dtype=np.float64) if self.head is not None else None
         order = np.argsort([len(x) for x in ids], kind="stable")
         device = getattr(self.model, "device", torch.device("cpu"))  # a GPU when evaluation trains there
         for start in range(0, len(order), self.batch_size):
@@ -90,14 +107,19 @@ class Scorer:
             enc = self.tokenizer.pad({"input_ids": [ids[i] for i in batch]}, return_tensors="pt")
             if device.type != "cpu":
                 enc = {k: v.to(device) for k, v in enc.items()}
-            logits = self.model(**enc).logits.float().cpu()
+            if self.head is None:
+                logits = self.model(**enc).logits.float().cpu()
+            else:
+                logits, features = classifier_features(self.model, **enc)
+                logits = logits.float().cpu()
+                subjectivity[batch] = sigmoid(self.head.logits(features.float().cpu().numpy()))
             probs[batch] = torch.softmax(logits, dim=-1)[:, POSITIVE].numpy()
             margins[batch] = logit_margin(logits.numpy())
-        return probs, margins
+        return WindowScores(probs, margins, subjectivity)
 
     def window_probabilities(self, ids: list[list[int]]) -> np.ndarray:
         """P(positive) per window."""
-        return self.window_logits(ids)[0]
+        return self.window_logits(ids).probs
 
     def predict_proba(self, texts: Sequence[str]) -> np.ndarray:
         """P(positive) per text."""
@@ -108,9 +130,9 @@ class Scorer:
 
     def score_windows(self, ids: list[list[int]], owner: np.ndarray, n_texts: int) -> np.ndarray:
         """P(positive) per text from its windows (what :meth:`windows` returned for ``n_texts`` texts)."""
-        probs, margins = self.window_logits(ids, owner)
+        scores = self.window_logits(ids, owner)
         lengths = np.array([len(x) for x in ids], dtype=np.float64)
-        return aggregate(probs, margins, owner, lengths, n_texts, self.scoring)
+        return aggregate(scores.probs, scores.margins, owner, lengths, n_texts, self.scoring, scores.subjectivity)
 
     def predict(self, texts: Sequence[str]) -> list[dict[str, Any]]:
         """``[{"sentiment": "Positive"|"Negative", "confidence": p}]`` per text."""
@@ -122,14 +144,24 @@ def logit_margin(logits: np.ndarray) -> np.ndarray:
     return logits[:, POSITIVE].astype(np.float64) - logits[:, 1 - POSITIVE].astype(np.float64)
 
 
+def check_scoring(scoring: ScoringConfig, has_subjectivity: bool) -> ScoringConfig:
+    """``scoring``, or a ValueError naming the aggregation when it needs a subjectivity head the model lacks."""
+    if needs_subjectivity(scoring.aggregation) and not has_subjectivity:
+        raise ValueError(f"aggregation {scoring.aggregation!r} weighs windows by their subjectivity, and this model "
+                         "has no subjectivity head (versions trained before issue 25): choose another aggregation")
+    return scoring
+
+
 def aggregate(probs: np.ndarray, margins: np.ndarray, owner: np.ndarray, lengths: np.ndarray, n_texts: int,
-              scoring: ScoringConfig) -> np.ndarray:
-    """One P(positive) per text from its windows' P(positive) (``probs``) and logit margins.
+              scoring: ScoringConfig, subjectivity: np.ndarray | None = None) -> np.ndarray:
+    """One P(positive) per text from its windows' P(positive) (``probs``), logit margins and P(subjective).
 
     A text of one window keeps that window's P(positive). A text of several gets the mean chosen by
     ``scoring.aggregation`` (``scoring.config.AGGREGATIONS``), then ``long_threshold`` is folded in (the
     log-odds shifted by logit(threshold)), so P >= 0.5 means Positive for every text. The defaults
-    (``prob_length``, 0.5) are what every version before these settings was scored with.
+    (``prob_length``, 0.5) are what every version before these settings was scored with. The ``subjective``
+    weights are each window's length times its P(subjective) (``subjectivity``, :mod:`scoring.subjectivity`):
+    a window that retells the plot counts little; ``last`` doubles the weight of a text's last window.
     """
     length_mean = np.bincount(owner, weights=probs * lengths, minlength=n_texts) / np.bincount(
         owner, weights=lengths, minlength=n_texts)
@@ -139,10 +171,15 @@ def aggregate(probs: np.ndarray, margins: np.ndarray, owner: np.ndarray, lengths
         return length_mean
     first = np.r_[True, owner[1:] != owner[:-1]]  # windows of a text are consecutive, in text order
     last = np.r_[owner[1:] != owner[:-1], True]
+    kind = how.partition("_")[2]
+    if needs_subjectivity(how) and subjectivity is None:
+        raise ValueError(f"aggregation {how!r} needs each window's P(subjective): the model has no subjectivity head")
+    subjective = lengths * (subjectivity + 1e-6) if subjectivity is not None else lengths
     weights = {
         "length": lengths, "": np.ones_like(lengths), "ends": lengths * (1.0 + first + last),
-        "confidence": lengths * (np.abs(margins) + 1e-6),
-    }[how.partition("_")[2]]
+        "confidence": lengths * (np.abs(margins) + 1e-6), "last": lengths * (1.0 + last),
+        "subjective": subjective, "subjective_last": subjective * (1.0 + last),
+    }[kind]
     values = margins if how.startswith("logit") else probs
     mean = np.bincount(owner, weights=values * weights, minlength=n_texts) / np.bincount(
         owner, weights=weights, minlength=n_texts)

@@ -19,8 +19,9 @@ from dataclasses import dataclass
 import numpy as np
 import pandas as pd
 
+from pipelines.evaluate.full_reviews import by_length
 from pipelines.evaluate.metrics import classification_metrics
-from scoring.config import AGGREGATIONS, LEGACY, ScoringConfig
+from scoring.config import AGGREGATIONS, LEGACY, ScoringConfig, needs_subjectivity
 from scoring.scorer import aggregate
 
 GRID = np.round(np.arange(0.2, 0.801, 0.01), 2)
@@ -37,17 +38,30 @@ class Windows:
     owner: np.ndarray
     lengths: np.ndarray
     n_texts: int
+    subjectivity: np.ndarray | None = None  # P(subjective) per window, for a model with the head
 
     def scores(self, scoring: ScoringConfig) -> np.ndarray:
         """P(positive) per text under ``scoring``'s aggregation and long-text threshold."""
-        return aggregate(self.probs, self.margins, self.owner, self.lengths, self.n_texts, scoring)
+        return aggregate(self.probs, self.margins, self.owner, self.lengths, self.n_texts, scoring, self.subjectivity)
+
+    def texts(self, keep: np.ndarray) -> Windows:
+        """The windows of the texts where ``keep`` (one bool per text) holds, the texts renumbered."""
+        rows = keep[self.owner]
+        renumber = np.cumsum(keep) - 1
+        return Windows(self.probs[rows], self.margins[rows], renumber[self.owner[rows]], self.lengths[rows],
+                       int(keep.sum()), None if self.subjectivity is None else self.subjectivity[rows])
+
+    def aggregations(self) -> tuple[str, ...]:
+        """The aggregations these windows can be made into (the subjective ones need P(subjective))."""
+        return tuple(a for a in AGGREGATIONS if self.subjectivity is not None or not needs_subjectivity(a))
 
 
 def window_outputs(scorer, texts: Sequence[str]) -> Windows:
     """Score ``texts`` once, window by window (any runtime's scorer)."""
     ids, owner = scorer.windows(list(texts))
-    probs, margins = scorer.window_logits(ids, owner)
-    return Windows(probs, margins, owner, np.array([len(x) for x in ids], dtype=np.float64), len(texts))
+    scores = scorer.window_logits(ids, owner)
+    return Windows(scores.probs, scores.margins, owner, np.array([len(x) for x in ids], dtype=np.float64), len(texts),
+                   scores.subjectivity)
 
 
 def balanced_threshold(y: np.ndarray, p: np.ndarray, tolerance: float = TOLERANCE) -> float:
@@ -61,10 +75,11 @@ def balanced_threshold(y: np.ndarray, p: np.ndarray, tolerance: float = TOLERANC
 
 
 def candidates(windows: Windows, y: np.ndarray, base: ScoringConfig,
-               aggregations: Sequence[str] = AGGREGATIONS) -> pd.DataFrame:
-    """Per aggregation: its balanced threshold and the metrics there, and today's (threshold 0.5) accuracy."""
+               aggregations: Sequence[str] | None = None) -> pd.DataFrame:
+    """Per aggregation (default: all the windows allow): its balanced threshold and the metrics there, and today's
+    (threshold 0.5) accuracy."""
     rows = {}
-    for how in aggregations:
+    for how in aggregations or windows.aggregations():
         p = windows.scores(base.model_copy(update={"aggregation": how, "long_threshold": 0.5}))
         threshold = balanced_threshold(y, p)
         # the aggregate at threshold t, as served: scores with the threshold folded in, decided at 0.5
@@ -93,11 +108,7 @@ def calibrate(scorer, texts: Sequence[str], labels: np.ndarray) -> tuple[Scoring
     multi = np.bincount(windows.owner, minlength=windows.n_texts) > 1
     if multi.sum() < MIN_TEXTS or len(np.unique(np.asarray(labels)[multi])) < 2:
         return scorer.scoring, pd.DataFrame()
-    keep = multi[windows.owner]
-    renumber = np.cumsum(multi) - 1
-    long = Windows(windows.probs[keep], windows.margins[keep], renumber[windows.owner[keep]], windows.lengths[keep],
-                   int(multi.sum()))
-    table = candidates(long, np.asarray(labels)[multi], scorer.scoring)
+    table = candidates(windows.texts(multi), np.asarray(labels)[multi], scorer.scoring)
     chosen = choose(table)
     table["texts"] = int(multi.sum())
     table["chosen"] = table.index == chosen
@@ -105,21 +116,41 @@ def calibrate(scorer, texts: Sequence[str], labels: np.ndarray) -> tuple[Scoring
                                              "long_threshold": float(table.loc[chosen, "long_threshold"])}), table
 
 
+def variants(scorer) -> dict[str, ScoringConfig]:
+    """``before``: the settings of versions before calibrated aggregation (``LEGACY``: overlapping windows, at most
+    16, mean probability, threshold 0.5); ``after``: ``scorer``'s own."""
+    return {"before": ScoringConfig.model_validate({**scorer.scoring.model_dump(), **LEGACY}),
+            "after": scorer.scoring}
+
+
 def before_after(scorer, sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
-    """Each long-text set scored with the settings of versions before calibrated aggregation (``LEGACY``:
-    overlapping windows, at most 16, mean probability, threshold 0.5) and with ``scorer``'s own.
+    """Each long-text set scored with the settings of :func:`variants`.
 
     One row per (set, settings): texts, windows per text, accuracy, precision, recall, F1, ROC-AUC, |P - R|.
     """
-    variants = {"before": ScoringConfig.model_validate({**scorer.scoring.model_dump(), **LEGACY}),
-                "after": scorer.scoring}
     rows = []
     for name, frame in sets.items():
         texts, y = frame["text"].tolist(), frame["label"].to_numpy()
-        for variant, scoring in variants.items():
+        for variant, scoring in variants(scorer).items():
             one = scorer.with_scoring(scoring)
             metrics = classification_metrics(y, one.predict_proba(texts))
             rows.append({"set": name, "scoring": variant, "texts": len(texts),
                          "windows_per_text": len(one.windows(texts)[0]) / max(1, len(texts)), **metrics,
                          "precision_recall_gap": abs(metrics["precision"] - metrics["recall"])})
     return pd.DataFrame(rows)
+
+
+def by_length_before_after(scorer, sets: dict[str, pd.DataFrame]) -> pd.DataFrame:
+    """Each set scored with the settings of :func:`variants`, by review length (``full_reviews.by_length``).
+
+    One row per (set, settings, length bucket): texts, accuracy, precision, recall, answered and truly Positive.
+    """
+    frames = []
+    for name, frame in sets.items():
+        texts, y = frame["text"].tolist(), frame["label"].to_numpy()
+        for variant, scoring in variants(scorer).items():
+            table = by_length(texts, y, scorer.with_scoring(scoring).predict_proba(texts)).reset_index()
+            frames.append(table.assign(set=name, scoring=variant))
+    columns = ["set", "scoring", "length", "texts", "accuracy", "precision", "recall", "answered_positive",
+               "truly_positive"]
+    return pd.concat(frames, ignore_index=True)[columns] if frames else pd.DataFrame(columns=columns)

@@ -32,7 +32,9 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines.data.plots import plot_part
 from pipelines.evaluate.baselines import fit_tfidf_logreg
+from pipelines.evaluate.full_reviews import build_full_reviews
 from pipelines.evaluate.long_texts import paragraphs
 from pipelines.evaluate.metrics import classification_metrics, majority_baseline
 from scoring.tracking import state_dir
@@ -108,21 +110,34 @@ def evaluate(scorer, train: pd.DataFrame, sets: dict[str, pd.DataFrame], seed: i
     return pd.DataFrame(rows)
 
 
+def full_reviews(imdb: pd.DataFrame) -> pd.DataFrame:
+    """IMDb users' sentences made into full reviews with plot summaries of the test part
+    (:func:`pipelines.evaluate.full_reviews.build_full_reviews`): the closest this project has to the full-length
+    user reviews the served model meets."""
+    return build_full_reviews(imdb, plot_part("test"))
+
+
 def cached_paragraphs(sentences: tuple[int, int] = (4, 10)) -> dict[str, pd.DataFrame]:
-    """Each set's sentences joined into paragraphs of one label (``heldout <set>``), if the archive is cached.
+    """Each set's sentences joined into paragraphs of one label (``heldout <set>``), and the IMDb sentences made into
+    full reviews (``heldout imdb full reviews``), if the archive is cached.
 
     Never downloads: empty without ``make heldout`` (or ``python -m pipelines heldout``) run once before.
     """
     if not cache_path().is_file():
         return {}
     archive = fetch()
-    return {f"{TAG} {name}": paragraphs(load_set(archive, name), sentences) for name in SETS}
+    sets = {f"{TAG} {name}": paragraphs(load_set(archive, name), sentences) for name in SETS}
+    return {**sets, f"{TAG} imdb full reviews": full_reviews(load_set(archive, "imdb"))}
 
 
-def tags_for(table: pd.DataFrame, backend: str) -> dict[str, str]:
-    """``heldout.<set>.accuracy`` etc. of the transformer rows, for the model version."""
+def tags_for(table: pd.DataFrame, backend: str, lengths: pd.DataFrame | None = None) -> dict[str, str]:
+    """``heldout.<set>.accuracy`` etc. of the transformer rows, for the model version; with ``lengths``
+    (:func:`pipelines.evaluate.full_reviews.by_length` of the IMDb full reviews), ``heldout.imdb_full.<bucket>.*``."""
     tags = {f"{TAG}.source": f"npm {PACKAGE}@{VERSION} (UCI Sentiment Labelled Sentences)", f"{TAG}.backend": backend}
     for _, row in table[table["model"] == "transformer"].iterrows():
         for metric in ("accuracy", "f1", "roc_auc"):
             tags[f"{TAG}.{row['set']}.{metric}"] = f"{row[metric]:.6f}"
+    for bucket, row in (lengths if lengths is not None else pd.DataFrame()).iterrows():
+        for metric in ("accuracy", "answered_positive"):
+            tags[f"{TAG}.imdb_full.{str(bucket).replace(' ', '_').replace(',', '')}.{metric}"] = f"{row[metric]:.6f}"
     return tags

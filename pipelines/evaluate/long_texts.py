@@ -7,7 +7,9 @@ review would read; a *review proxy* adds the movie's plot summary (the corpus's
 ``plot`` rows, never in any split) at a random place among them, as full reviews
 retell the story between verdicts. Proxies of the **test** split report; those of
 the **validation** split choose how long texts are scored (:mod:`pipelines.evaluate.aggregation`),
-so no proxy that reports holds a text the model trained, early-stopped or was calibrated on.
+so no proxy that reports holds a text the model trained, early-stopped or was calibrated on. A review
+proxy takes the plot summary of the split's part (:mod:`pipelines.data.plots`: the movie's own where it
+is in that part, else one drawn from it), never one the subjectivity head learned from.
 Held-out sentences joined into paragraphs (:func:`paragraphs`) are the other long texts reported.
 """
 
@@ -21,6 +23,8 @@ import numpy as np
 import pandas as pd
 
 from pipelines.data.embedded import rotten_tomatoes_csv
+from pipelines.data.plots import plot_part
+from pipelines.evaluate.full_reviews import build_full_reviews
 from pipelines.evaluate.metrics import classification_metrics
 from scoring.config import LONG_TEXT_STRATEGIES, ScoringConfig
 from scoring.scorer import Scorer
@@ -36,29 +40,22 @@ def movie_names(path: Any = None) -> pd.DataFrame:
     return out.drop_duplicates("text")
 
 
-def plot_summaries(path: Any = None) -> pd.Series:
-    """``movie_name`` → the embedded plot summary (first one of a movie); no split holds them."""
-    raw = pd.read_csv(path or rotten_tomatoes_csv())
-    plots = raw[(raw["category"] == "plot") & raw["text"].notna()]
-    return plots.drop_duplicates("movie_name").set_index("movie_name")["text"].astype(str).str.strip()
-
-
 def build_long_proxies(
     test: pd.DataFrame, n: int = 150, min_snippets: int = 3, max_snippets: int = 12, seed: int = 42,
-    with_plot: bool = False,
+    with_plot: str = "",
 ) -> pd.DataFrame:
     """Up to ``n`` long texts, each the test snippets of one (movie, label) joined in a random order.
 
     The groups with the most snippets come first (ties in a seeded random order).
-    ``with_plot``: only movies with a plot summary, which is put between two snippets (or first or last) at
+    ``with_plot`` (a part of :mod:`pipelines.data.plots`: ``validation``, ``test``): a plot summary of that part
+    (the movie's own if it is there, else one drawn at random) is put between two snippets (or first or last) at
     a seeded random place. Returns ``text``, ``label``, ``movie_name``, ``n_snippets``; empty when the test
     texts are not Rotten Tomatoes snippets.
     """
     columns = ["text", "label", "movie_name", "n_snippets"]
     joined = test[["text", "label"]].merge(movie_names(), on="text", how="inner")
-    plots = plot_summaries() if with_plot else None
-    groups = [g for (movie, _), g in joined.groupby(["movie_name", "label"], sort=True)
-              if len(g) >= min_snippets and (plots is None or movie in plots.index)]
+    plots = plot_part(with_plot) if with_plot else None
+    groups = [g for _, g in joined.groupby(["movie_name", "label"], sort=True) if len(g) >= min_snippets]
     if not groups:
         return pd.DataFrame(columns=columns)
     rng = np.random.default_rng(seed)
@@ -69,7 +66,9 @@ def build_long_proxies(
         group = groups[i].sample(frac=1.0, random_state=seed).head(max_snippets)
         parts = group["text"].tolist()
         if plots is not None:
-            parts.insert(int(rng.integers(0, len(parts) + 1)), plots[group["movie_name"].iloc[0]])
+            movie = group["movie_name"].iloc[0]
+            plot = plots[movie] if movie in plots.index else plots.iloc[int(rng.integers(0, len(plots)))]
+            parts.insert(int(rng.integers(0, len(parts) + 1)), plot)
         rows.append({
             "text": " ".join(parts),
             "label": int(group["label"].iloc[0]),
@@ -99,10 +98,12 @@ def paragraphs(frame: pd.DataFrame, sentences: tuple[int, int] = (4, 10), seed: 
         frac=1.0, random_state=seed).reset_index(drop=True)
 
 
-def long_sets(frame: pd.DataFrame, n: int = 150, seed: int = 42) -> dict[str, pd.DataFrame]:
-    """A split's long texts: ``proxies`` (snippets) and ``reviews`` (snippets and the plot), the empty left out."""
+def long_sets(frame: pd.DataFrame, n: int = 150, seed: int = 42, part: str = "test") -> dict[str, pd.DataFrame]:
+    """A split's long texts: ``proxies`` (snippets), ``reviews`` (snippets and a plot of the ``part`` of
+    :mod:`pipelines.data.plots`) and ``full reviews`` (:mod:`pipelines.evaluate.full_reviews`), the empty left out."""
     sets = {"proxies": build_long_proxies(frame, n=n, seed=seed),
-            "reviews": build_long_proxies(frame, n=n, seed=seed, with_plot=True)}
+            "reviews": build_long_proxies(frame, n=n, seed=seed, with_plot=part),
+            "full reviews": build_full_reviews(frame, plot_part(part), seed=seed)}
     return {name: texts for name, texts in sets.items() if not texts.empty}
 
 

@@ -51,3 +51,33 @@ def metric_bars(table: pd.DataFrame, metrics=("accuracy", "f1", "roc_auc")) -> F
     ax.legend(loc="lower right")
     fig.tight_layout()
     return fig
+
+
+def length_buckets(table: pd.DataFrame) -> Figure:
+    """Accuracy and the share answered Positive (against the share truly Positive) by review length, per set and
+    scoring (``aggregation.by_length_before_after``'s table): a drift towards Negative as reviews grow shows here."""
+    rows = table[table["length"] != "all"]
+    sets = list(dict.fromkeys(rows["set"]))
+    fig, axes = plt.subplots(2, len(sets), figsize=(4.2 * len(sets), 6.5), squeeze=False, sharey="row")
+    for col, name in enumerate(sets):
+        part = rows[rows["set"] == name]
+        buckets = list(dict.fromkeys(part["length"]))
+        x = np.arange(len(buckets))
+        for i, (scoring, group) in enumerate(part.groupby("scoring", sort=False)):
+            group = group.set_index("length").reindex(buckets)
+            axes[0, col].bar(x + (i - 0.5) * 0.38, group["accuracy"], 0.38, label=scoring)
+            axes[1, col].plot(x, group["answered_positive"], "o-", label=f"answered Positive ({scoring})")
+        truth = part.drop_duplicates("length").set_index("length").reindex(buckets)["truly_positive"]
+        axes[1, col].plot(x, truth, "k--", label="truly Positive")
+        axes[0, col].set_title(name)
+        for row in (0, 1):
+            axes[row, col].set_xticks(x, buckets)
+        axes[0, col].set_ylim(0.5, 1.0)
+        axes[1, col].set_ylim(0.0, 1.0)
+    axes[0, 0].set_ylabel("accuracy")
+    axes[1, 0].set_ylabel("share of reviews")
+    axes[0, -1].legend(loc="lower left")
+    axes[1, -1].legend(loc="lower left", fontsize=8)
+    fig.suptitle("Long texts by length (characters)")
+    fig.tight_layout()
+    return fig

@@ -34,12 +34,13 @@ from pipelines.data.embedded import resolve_model_name
 from pipelines.data.split import Splits
 from pipelines.evaluate import aggregation, long_texts
 from pipelines.evaluate.metrics import best_threshold, classification_metrics
-from pipelines.train import devices, distill
+from pipelines.train import devices, distill, subjectivity
 from pipelines.train.callbacks import ARTIFACT_PATH, EpochRecords
 from pipelines.train.engine import AVERAGE_FROM_EPOCH, Fit, TokenizedTexts, selection_score, tokenized
 from scoring.config import ScoringConfig, save_scoring_config
 from scoring.labels import LABEL_NAMES, POSITIVE
 from scoring.scorer import Scorer
+from scoring.subjectivity import HEAD_KEY
 
 
 @dataclass
@@ -57,6 +58,7 @@ class TrainResult:
     train_seconds: float = 0.0
     steps: int = 0
     long_calibration: pd.DataFrame = field(default_factory=pd.DataFrame)  # the aggregations tried on validation
+    subjectivity: dict[str, float] = field(default_factory=dict)  # the subjectivity head's validation figures
     placement: str = "cpu fp32"  # where it trained (devices.Placement.describe)
     teacher: dict[str, Any] = field(default_factory=dict)  # a distilled student's teacher: layers, metrics, history
 
@@ -201,10 +203,17 @@ def _finish(args: TrainSection, model: Any, tokenizer: Any, scoring: ScoringConf
     if args.tune_threshold:
         threshold = best_threshold(splits.validation["label"].to_numpy(), val_probs, metric)
         fold_threshold(model, threshold)
-    long_calibration = pd.DataFrame()
+    long_calibration, saved, head_figures = pd.DataFrame(), {"threshold": threshold, "base_model": args.model_name}, {}
     if args.calibrate_long_texts:
+        # a window's P(subjective) from the same forward pass, then the aggregation that may weigh windows by it
+        head, head_figures = subjectivity.fit(Scorer(model, tokenizer, scoring), splits.train, splits.validation)
+        print(f"subjectivity head: ROC-AUC {head_figures['subjectivity_val_auc']:.3f} on validation plot vs opinion "
+              f"windows (mean P(subjective) {head_figures['subjectivity_val_plot_mean']:.2f} vs "
+              f"{head_figures['subjectivity_val_opinion_mean']:.2f})", flush=True)
+        saved[HEAD_KEY] = head.to_config()
+        save_scoring_config(model, scoring, **saved)
         scoring, long_calibration = calibrate_long_texts(Scorer(model, tokenizer, scoring), splits.validation)
-    save_scoring_config(model, scoring, threshold=threshold, base_model=args.model_name)
+    save_scoring_config(model, scoring, **saved)
     final_val_probs = Scorer(model, tokenizer, scoring).predict_proba(splits.validation["text"].tolist())
     val_metrics = classification_metrics(splits.validation["label"].to_numpy(), final_val_probs)
     return TrainResult(
@@ -219,16 +228,18 @@ def _finish(args: TrainSection, model: Any, tokenizer: Any, scoring: ScoringConf
         train_seconds=train_seconds,
         steps=steps,
         long_calibration=long_calibration,
+        subjectivity=head_figures,
         placement=placement.describe(),
     )
 
 
 def calibrate_long_texts(scorer: Scorer, validation: pd.DataFrame) -> tuple[ScoringConfig, pd.DataFrame]:
-    """The aggregation and long-text threshold chosen on the validation split's long texts (proxies and reviews).
+    """The aggregation and long-text threshold chosen on the validation split's long texts (proxies, review proxies
+    and full reviews, with plot summaries of the validation part: :mod:`pipelines.evaluate.full_reviews`).
 
     Returns the scorer's settings unchanged (and an empty table) when the validation texts make no long texts.
     """
-    sets = long_texts.long_sets(validation, n=len(validation))
+    sets = long_texts.long_sets(validation, n=len(validation), part="validation")
     if not sets:
         print("no validation long texts (not Rotten Tomatoes snippets): long texts keep the default aggregation")
         return scorer.scoring, pd.DataFrame()
