@@ -145,9 +145,9 @@ class ModelInfo(BaseModel):
     name: str | None = None
     version: str | None = None
     alias: str | None = None
-    run_id: str | None = None
-    source: str | None = None
-    model_uri: str
+    run_id: str | None = Field(None, description="admin callers only")
+    source: str | None = Field(None, description="admin callers only")
+    model_uri: str | None = Field(None, description="MODEL_URI; admin callers only")
     backend: str
     loaded_at: str | None = None
     load_seconds: float | None = None
@@ -155,7 +155,8 @@ class ModelInfo(BaseModel):
     scoring: dict[str, Any] = Field(default_factory=dict, description="long-text strategy and its settings")
     reload_interval_s: float
     last_checked_at: str | None = None
-    last_reload_error: dict[str, Any] | None = None
+    last_reload_error: dict[str, Any] | None = Field(
+        None, description="time, origin, target_version; its message for admin callers only")
 
 
 class ReloadResponse(BaseModel):

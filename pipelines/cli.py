@@ -192,9 +192,12 @@ def cmd_predict(args: argparse.Namespace) -> int:
     )
     prepared = batch_predict.prepare(job, _model_uri(args, cfg), args.backend, tracking_uri, _scoring_overrides(cfg))
     model = prepared.model
-    print(f"model: {model.describe()}; {prepared.source.rows} rows in {job.input}", file=sys.stderr, flush=True)
-    scorer = model.load_checked(args.threads)
-    _print_json(batch_predict.run(prepared, scorer, progress=not args.no_progress))
+    try:
+        print(f"model: {model.describe()}; {prepared.source.rows} rows in {job.input}", file=sys.stderr, flush=True)
+        scorer = model.load_checked(args.threads)
+        _print_json(batch_predict.run(prepared, scorer, progress=not args.no_progress))
+    finally:
+        prepared.lock.release()
     return 0
 
 

@@ -1,12 +1,14 @@
 """Reading a logged MLflow transformers model: its weights, its tokenizer, its scoring settings.
 
 A model is named by a ``models:/…`` or ``runs:/…`` URI or by a local folder (an
-exported model, see ``python -m pipelines export``).
+exported model, see ``python -m pipelines export``). What a load downloads goes into a temporary folder
+removed once the model is in memory: a server that reloads every time the alias moves leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import json
+import tempfile
 from pathlib import Path
 from types import SimpleNamespace
 from typing import Any
@@ -18,30 +20,48 @@ from transformers import AutoTokenizer
 
 from scoring.config import CONFIG_KEY, ScoringConfig
 
+DOWNLOAD_PREFIX = "model-download-"  # the temporary folders a load downloads into (removed once it is loaded)
+
 
 def load_components(uri: str) -> tuple[Any, Any]:
-    """Model and tokenizer of a logged transformers model (PyTorch weights)."""
-    parts = mlflow.transformers.load_model(uri, return_type="components")
+    """Model and tokenizer of a logged transformers model (PyTorch weights), held in memory.
+
+    A remote model is downloaded into a temporary folder, removed once loaded (a local one is read in place).
+    """
+    if Path(uri).is_dir():
+        parts = mlflow.transformers.load_model(uri, return_type="components")
+    else:
+        with tempfile.TemporaryDirectory(prefix=DOWNLOAD_PREFIX) as tmp:
+            # the whole model at once, then read in place: load_model(uri, dst_path=…) still downloads MLmodel
+            # into a temporary folder of its own, and leaves it
+            local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            parts = mlflow.transformers.load_model(local, return_type="components")
     return parts["model"], parts["tokenizer"]
 
 
-def model_file(model_uri: str, sub: str) -> Path:
-    """A local path to a file or folder inside an MLflow model (downloaded when the model is remote)."""
+def model_file(model_uri: str, sub: str, into: str | Path | None = None) -> Path:
+    """A local path to a file or folder inside an MLflow model: in place for a local model folder, else
+    downloaded into a new folder inside ``into`` (a folder the caller removes; required for a remote model)."""
     local = Path(model_uri)
     if local.is_dir():
         return local / sub
+    if into is None:
+        raise ValueError(f"model_file({model_uri!r}): a remote model's files need `into`, a folder the caller removes")
+    dst = tempfile.mkdtemp(dir=into)
     try:
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/{sub}"))
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=f"{model_uri.rstrip('/')}/{sub}", dst_path=dst))
     except MlflowException:  # URIs without sub-paths (models:/<logged model id>): the whole model
-        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri)) / sub
+        return Path(mlflow.artifacts.download_artifacts(artifact_uri=model_uri, dst_path=dst)) / sub
 
 
 def load_tokenizer_and_scoring(model_uri: str, **overrides: Any) -> tuple[Any, ScoringConfig]:
-    """The logged tokenizer and scoring settings, without loading the PyTorch weights."""
-    flavors = (yaml.safe_load(model_file(model_uri, "MLmodel").read_text()) or {}).get("flavors", {})
-    if "transformers" not in flavors:
-        raise ValueError(f"{model_uri} is not an MLflow transformers model (flavors: {', '.join(flavors) or 'none'})")
-    tokenizer = AutoTokenizer.from_pretrained(str(model_file(model_uri, "components/tokenizer")))
-    config = json.loads(model_file(model_uri, "model/config.json").read_text())
+    """The logged tokenizer and scoring settings, without loading the PyTorch weights (downloads removed after)."""
+    with tempfile.TemporaryDirectory(prefix=DOWNLOAD_PREFIX) as tmp:
+        flavors = (yaml.safe_load(model_file(model_uri, "MLmodel", tmp).read_text()) or {}).get("flavors", {})
+        if "transformers" not in flavors:
+            raise ValueError(f"{model_uri} is not an MLflow transformers model "
+                             f"(flavors: {', '.join(flavors) or 'none'})")
+        tokenizer = AutoTokenizer.from_pretrained(str(model_file(model_uri, "components/tokenizer", tmp)))
+        config = json.loads(model_file(model_uri, "model/config.json", tmp).read_text())
     holder = SimpleNamespace(config=SimpleNamespace(**{k: v for k, v in config.items() if k == CONFIG_KEY}))
     return tokenizer, ScoringConfig.from_model(holder, **overrides)

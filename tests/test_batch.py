@@ -266,8 +266,8 @@ def test_a_killed_run_leaves_no_output_and_resume_finishes_it(store, reviews, tm
     done = json.loads(state.read_text())
     total = -(-len(cells) // 50)
     assert 1 <= done["chunks_done"] < total
-    # nothing named like the output, and nothing complete-looking: only the partial folder
-    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv.partial"]
+    # nothing named like the output, and nothing complete-looking: the partial folder and the lock no one holds
+    assert sorted(p.name for p in out.parent.iterdir()) == ["predictions.csv.lock", "predictions.csv.partial"]
 
     code, _, err = cli(*args[:-3], "--chunk-rows", "40", "--resume", "--no-progress")  # another job: refused
     assert code == 2 and "--resume: " in err and "chunk_rows" in err

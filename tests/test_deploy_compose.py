@@ -2,12 +2,14 @@
 
 ``docker compose config -q`` (or Debian's ``docker-compose``) validates the file against the Compose
 specification with throw-away secret files; the rest asserts what the file must keep true: only the
-tracking server and the API are published, schemas are migrated by a one-shot step the server
+tracking server and the API are published (on 127.0.0.1 unless ``BIND_ADDRESS`` says otherwise), every
+PostgreSQL URL names its ``sslmode``, schemas are migrated by a one-shot step the server
 waits for, every password comes from a secret file, and the scripts it runs parse.
 """
 
 from __future__ import annotations
 
+import re
 import shutil
 import subprocess
 from pathlib import Path
@@ -78,3 +80,34 @@ def test_no_secret_is_written_into_the_file(spec):
 @pytest.mark.parametrize("script", sorted(p.name for p in COMPOSE.glob("*.sh")))
 def test_the_scripts_parse(script):
     assert subprocess.run(["bash", "-n", str(COMPOSE / script)], capture_output=True).returncode == 0
+
+
+def interpolate(value: str, env: dict[str, str]) -> str:
+    """Compose's ``${VAR:-default}`` / ``${VAR}`` interpolation of ``value`` with ``env``."""
+    def one(match: re.Match) -> str:
+        name, default = match.group(1), match.group(3) or ""
+        return env.get(name) or default
+    return re.sub(r"\$\{(\w+)(:-([^}]*))?\}", one, value)
+
+
+def _environments(spec: dict) -> list[tuple[str, str, str]]:
+    """(service, variable, value) of every environment entry, the shared ``x-`` blocks included."""
+    blocks = {**{k: v for k, v in spec.items() if k.startswith("x-")}, **spec["services"]}
+    return [(name, key, str(value)) for name, block in blocks.items()
+            for key, value in (block.get("environment") or {}).items()]
+
+
+def test_published_ports_bind_to_localhost_unless_told_otherwise(spec):
+    published = [(name, str(port)) for name, service in spec["services"].items() for port in service.get("ports", [])]
+    assert published
+    for name, port in published:
+        assert interpolate(port, {}).startswith("127.0.0.1:"), (name, port)
+        assert interpolate(port, {"BIND_ADDRESS": "0.0.0.0"}).startswith("0.0.0.0:"), (name, port)
+
+
+def test_every_postgresql_url_names_its_sslmode(spec):
+    urls = [(name, key, value) for name, key, value in _environments(spec) if value.startswith("postgresql")]
+    assert {key for _, key, _ in urls} == {"MLFLOW_BACKEND_STORE_URI", "MLFLOW_AUTH_DATABASE_URI", "INFERENCE_DB"}
+    for name, key, value in urls:
+        assert "sslmode=prefer" in interpolate(value, {}), (name, key)
+        assert "sslmode=verify-full" in interpolate(value, {"PG_SSLMODE": "verify-full"}), (name, key)

@@ -92,9 +92,10 @@ def metric_value(server: Server, name: str, **labels: str) -> float:
 def test_health_ready_and_model_info(api):
     assert api.client.get("/health").json() == {"status": "ok"}
     assert api.client.get("/ready").json() == {"status": "ready", "model_version": "1", "last_reload_error": None}
-    info = api.client.get("/model").json()
+    info = api.client.get("/model", headers=AUTH).json()  # the run id and URI: admin callers only (test_exposure)
     assert info["loaded"] and (info["name"], info["version"], info["alias"]) == ("sentiment", "1", "production")
     assert info["run_id"] and info["loaded_at"] and info["last_reload_error"] is None
+    assert api.client.get("/model").json()["run_id"] is None
     assert 0.7 < info["metrics"]["accuracy"] <= 1 and "roc_auc" in info["metrics"]
     assert info["scoring"]["long_text_strategy"] == "sliding_window"
     assert "/predict" in api.client.get("/openapi.json").json()["paths"]
@@ -292,10 +293,10 @@ def test_broken_version_leaves_the_old_one_serving(api, poller, store):
     failed = api.client.post("/admin/reload", headers=AUTH)
     assert failed.status_code == 502, failed.text
     assert failed.json()["status"] == "failed" and failed.json()["version"] == "1" and failed.json()["error"]
-    info = api.client.get("/model").json()
+    info = api.client.get("/model", headers=AUTH).json()
     assert info["version"] == "1" and info["last_reload_error"]["target_version"] == v3
     assert "transformers" in info["last_reload_error"]["message"]
-    ready = api.client.get("/ready")  # still ready: the old version serves, and the failure is reported
+    ready = api.client.get("/ready", headers=AUTH)  # still ready: the old version serves, the failure is reported
     assert ready.status_code == 200 and ready.headers["X-Model-Version"] == "1"
     assert "transformers" in ready.json()["last_reload_error"]
     assert predict(api, NEGATIVE_REVIEW)["model_version"] == "1"

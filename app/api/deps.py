@@ -64,12 +64,31 @@ def tag_version(response: Response, model: LoadedModel) -> None:
     response.headers[VERSION_HEADER] = model.identity.version
 
 
+# what an unauthenticated caller reads instead of a load error (its text names URIs, run ids, paths, exceptions)
+HIDDEN_ERROR = "the last load failed; admin callers see why (Authorization: Bearer <ADMIN_TOKEN>)"
+
+
+def is_admin(request: Request) -> bool:
+    """True when ADMIN_TOKEN is set and the request carries it as its bearer token (never raises)."""
+    token = request.app.state.settings.admin_token
+    scheme, _, given = request.headers.get("authorization", "").partition(" ")
+    return (token is not None and scheme.lower() == "bearer"
+            and secrets.compare_digest(given.strip().encode(), token.get_secret_value().encode()))
+
+
+def load_error_message(request: Request, message: str | None) -> str | None:
+    """``message`` for an admin caller, :data:`HIDDEN_ERROR` for anyone else (None stays None)."""
+    if message is None or is_admin(request):
+        return message
+    return HIDDEN_ERROR
+
+
 async def served_model(request: Request) -> LoadedModel:
-    """The model served now; 503 with the last load error while there is none."""
+    """The model served now; 503 while there is none (why the load failed: for admin callers only)."""
     model = request.app.state.manager.current
     if model is None:
-        error = (request.app.state.manager.last_error or {}).get("message", "still loading")
-        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no model loaded: {error}")
+        error = load_error_message(request, (request.app.state.manager.last_error or {}).get("message"))
+        raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, f"no model loaded: {error or 'still loading'}")
     return model
 
 
@@ -96,3 +115,4 @@ ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 LogDbDep = Annotated[inference_log.LogDatabase, Depends(get_log_db)]
 ServedModel = Annotated[LoadedModel, Depends(served_model)]
+AdminCaller = Annotated[bool, Depends(is_admin)]

@@ -1,10 +1,11 @@
 """``python -m pipelines predict``: a file of reviews scored on one machine, chunk by chunk, resumable.
 
 :func:`prepare` checks everything before any work (the input is read once: its columns and rows; the output
-is free; the model resolves to a version; a ``--resume`` matches the partial run), :func:`run` scores chunk
-after chunk with a progress bar (rows/s, ETA), keeping each finished chunk on disk
-(:mod:`pipelines.batch.checkpoint`), and publishes the output when the last chunk is done. Memory holds one
-chunk at a time, whatever the size of the file.
+is free and no other run writes it: a lock beside it, held until the run ends; the model resolves to a
+version; a ``--resume`` matches the partial run), :func:`run` scores chunk after chunk with a progress bar
+(rows/s, ETA), keeping each finished chunk on disk (:mod:`pipelines.batch.checkpoint`), and publishes the
+output when the last chunk is done, then its metadata. Memory holds one chunk at a time, whatever the size
+of the file.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from typing import Any
 import pyarrow as pa
 from tqdm.auto import tqdm
 
-from pipelines.batch.checkpoint import WorkDir
+from pipelines.batch.checkpoint import OutputLock, WorkDir
 from pipelines.batch.files import INPUT_FORMATS, OUTPUT_FORMATS, Chunk, Sink, Source, file_format
 from pipelines.batch.model import BatchModel, resolve_model
 from pipelines.batch.rows import ANSWER_COLUMNS, ROW, VERSION, BatchJob, score_cells
@@ -56,6 +57,7 @@ class Prepared:
     model: BatchModel
     work: WorkDir
     resume_state: dict[str, Any] | None
+    lock: OutputLock
 
     def key(self) -> dict[str, Any]:
         """What a resumed run must share with the partial one."""
@@ -80,21 +82,26 @@ def prepare(job: PredictJob, model_uri: str, backend: str, tracking_uri: str,
     source = Source(job.input_path, file_format(job.input_path, job.input_format, INPUT_FORMATS, "--input"),
                     job.text_column, job.keep_columns)
     out_fmt = file_format(job.output_path, job.output_format, OUTPUT_FORMATS, "--output")
-    work = WorkDir(job.output_path)
-    state = work.state() if job.resume else None
-    pinned = state is not None and state["job"].get("model_requested") == model_uri
-    # resumed, the alias means the version the partial run resolved, even if it has moved since
-    model = resolve_model(state["job"]["model_source"] if pinned else model_uri, backend, tracking_uri,
-                          scoring_overrides)
-    if pinned:
-        model = replace(model, requested=model_uri)
-    prepared = Prepared(job, source, out_fmt, model, work, state)
-    if state is not None:
-        recorded = {k: state["job"].get(k) for k in prepared.key()}
-        differ = sorted(k for k, v in prepared.key().items() if recorded[k] != v)
-        if differ:
-            raise ConfigError(f"--resume: the partial run in {work.path} differs in {', '.join(differ)}; "
-                              "rerun without --resume to start over")
+    lock = OutputLock(job.output_path).acquire("--output")  # before the partial run is read: its writer is us
+    try:
+        work = WorkDir(job.output_path)
+        state = work.state() if job.resume else None
+        pinned = state is not None and state["job"].get("model_requested") == model_uri
+        # resumed, the alias means the version the partial run resolved, even if it has moved since
+        model = resolve_model(state["job"]["model_source"] if pinned else model_uri, backend, tracking_uri,
+                              scoring_overrides)
+        if pinned:
+            model = replace(model, requested=model_uri)
+        prepared = Prepared(job, source, out_fmt, model, work, state, lock)
+        if state is not None:
+            recorded = {k: state["job"].get(k) for k in prepared.key()}
+            differ = sorted(k for k, v in prepared.key().items() if recorded[k] != v)
+            if differ:
+                raise ConfigError(f"--resume: the partial run in {work.path} differs in {', '.join(differ)}; "
+                                  "rerun without --resume to start over")
+    except BaseException:
+        lock.release()
+        raise
     return prepared
 
 
@@ -168,7 +175,17 @@ def _publish(prepared: Prepared, chunks: int, summary: dict[str, Any]) -> None:
 
 
 def run(prepared: Prepared, scorer: ScorerLike, progress: bool = True) -> dict[str, Any]:
-    """Score every chunk not done yet, keep each on disk, publish the output; the run's summary."""
+    """Score every chunk not done yet, keep each on disk, publish the output; the run's summary.
+
+    The output's lock (taken by :func:`prepare`) is released at the end, whatever happens.
+    """
+    try:
+        return _run(prepared, scorer, progress)
+    finally:
+        prepared.lock.release()
+
+
+def _run(prepared: Prepared, scorer: ScorerLike, progress: bool) -> dict[str, Any]:
     job, model = prepared.job, prepared.model
     state = _begin(prepared)
     resumed_after = state["rows_done"]

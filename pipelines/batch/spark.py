@@ -17,7 +17,9 @@ handled here:
 The input's rows keep their position: ``row`` is ``_metadata.row_index`` (the row's index in its Parquet
 file), with ``file`` when the input is a folder of files. The output is a folder of Parquet part files,
 written by Spark under ``<output>.partial`` and renamed to ``<output>`` when the job succeeded, with the
-run's metadata in ``<output>/_sentiment_mlops.json`` (Spark and Parquet readers skip ``_`` files).
+run's metadata in ``<output>/_sentiment_mlops.json`` (Spark and Parquet readers skip ``_`` files). An older
+output (``--overwrite``) is removed only once the new one is in place: a failed run leaves it; a second run
+on the same local output is refused while one runs (a lock beside it).
 """
 
 from __future__ import annotations
@@ -38,11 +40,12 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.dataset as pa_dataset
 
-from pipelines.batch.checkpoint import fsync_path
+from pipelines.batch.checkpoint import OutputLock, fsync_path
 from pipelines.batch.files import cells
 from pipelines.batch.model import BatchModel
 from pipelines.batch.rows import FILE, ROW, VERSION, BatchJob, score_cells
 from pipelines.config import ConfigError
+from pipelines.registry.model_folder import replace_folder
 from scoring import tracking
 from scoring.clock import now
 from scoring.runtimes import ScorerLike
@@ -155,7 +158,18 @@ def check_job(job: SparkJob) -> None:
 
 
 def spark_predict(spark: Any, job: SparkJob, model: BatchModel, scoring: dict[str, Any]) -> dict[str, Any]:
-    """Score ``job.input`` on ``spark``; the run's summary (also written beside the part files)."""
+    """Score ``job.input`` on ``spark``; the run's summary (also written beside the part files).
+
+    A local output is locked for the run (:class:`~pipelines.batch.checkpoint.OutputLock`): a second run on it
+    is refused while this one writes its ``.partial`` folder.
+    """
+    if not _is_local(job.output):
+        return _spark_predict(spark, job, model, scoring)
+    with OutputLock(Path(job.output)):
+        return _spark_predict(spark, job, model, scoring)
+
+
+def _spark_predict(spark: Any, job: SparkJob, model: BatchModel, scoring: dict[str, Any]) -> dict[str, Any]:
     from pyspark.errors import AnalysisException
     from pyspark.sql import functions as F
 
@@ -204,9 +218,8 @@ def spark_predict(spark: Any, job: SparkJob, model: BatchModel, scoring: dict[st
 
 
 def _replace_folder(new: Path, final: Path) -> None:
-    """Rename the finished ``new`` folder to ``final`` (an existing one, with --overwrite, goes first)."""
+    """Rename the finished ``new`` folder to ``final``; an existing one (--overwrite) is removed only once the
+    new one is in place (:func:`~pipelines.registry.model_folder.replace_folder`): a failed run leaves it."""
     fsync_path(new)
-    if final.exists():
-        shutil.rmtree(final)
-    os.replace(new, final)
+    replace_folder(new, final)
     fsync_path(final.parent)

@@ -1,4 +1,8 @@
-"""Operations: ``/health`` (liveness), ``/ready`` (readiness), ``/model`` (what is served), ``/metrics``."""
+"""Operations: ``/health`` (liveness), ``/ready`` (readiness), ``/model`` (what is served), ``/metrics``.
+
+``/ready`` and ``/model`` are unauthenticated (probes, dashboards): they name the version and whether the last
+reload failed, but the model's URI, run id, source and the load error's text only for admin callers.
+"""
 
 from __future__ import annotations
 
@@ -8,7 +12,16 @@ from fastapi import APIRouter, HTTPException, Request, status
 from fastapi.responses import Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from app.api.deps import NO_MODEL, ManagerDep, MetricsDep, ServedModel, SettingsDep, tag_version
+from app.api.deps import (
+    NO_MODEL,
+    AdminCaller,
+    ManagerDep,
+    MetricsDep,
+    ServedModel,
+    SettingsDep,
+    load_error_message,
+    tag_version,
+)
 from app.schemas import ModelInfo
 
 router = APIRouter(tags=["ops"])
@@ -30,21 +43,28 @@ async def ready(request: Request, response: Response, model: ServedModel, manage
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down: draining before exit")
     tag_version(response, model)
     return {"status": "ready", "model_version": model.identity.version,
-            "last_reload_error": (manager.last_error or {}).get("message")}
+            "last_reload_error": load_error_message(request, (manager.last_error or {}).get("message"))}
+
+
+INTERNAL = ("model_uri", "run_id", "source")  # /model's fields only admin callers get
 
 
 @router.get("/model", response_model=ModelInfo)
-async def model_info(settings: SettingsDep, manager: ManagerDep) -> ModelInfo:
-    """What is served: registered name, version, alias, run, evaluation metrics, last reload error."""
+async def model_info(settings: SettingsDep, manager: ManagerDep, admin: AdminCaller) -> ModelInfo:
+    """What is served: registered name, version, alias, evaluation metrics, when the last reload failed;
+    with the admin token also the model's URI, run id, source and the load error's text."""
     model = manager.current
+    error = manager.last_error
     info: dict[str, Any] = {
         "loaded": model is not None, "model_uri": settings.model_uri, "backend": settings.backend,
         "reload_interval_s": settings.reload_interval_s, "last_checked_at": manager.last_checked_at,
-        "last_reload_error": manager.last_error,
+        "last_reload_error": error if admin or error is None else {k: v for k, v in error.items() if k != "message"},
     }
     if model is not None:
         info.update(model.identity.as_dict(), loaded_at=model.loaded_at, load_seconds=round(model.load_seconds, 3),
                     scoring=model.scorer.scoring.model_dump())
+    if not admin:
+        info.update(dict.fromkeys(INTERNAL))
     return ModelInfo(**info)
 
 
