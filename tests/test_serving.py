@@ -22,6 +22,7 @@ from conftest import NEGATIVE_REVIEW, POSITIVE_REVIEW, sqlite_uri
 from prometheus_client.parser import text_string_to_metric_families
 from serving_helpers import Server, alias_version, log_always_positive, log_broken, promote
 
+from app.clients import hash_id
 from tools.harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
@@ -214,6 +215,7 @@ def test_inference_log_holds_one_row_per_prediction_without_text(api, store):
     assert all(r["n_tokens"] > 0 and 0 <= r["unk_ratio"] <= 1 and r["latency_ms"] > 0 for r in rows)
     assert all(r["label"] in {"Positive", "Negative"} and 0.5 <= r["confidence"] <= 1 for r in rows)
     assert rows[-1]["n_chars"] == len("A quietly moving film.")
+    assert {r["client"] for r in rows} == {hash_id("addr:127.0.0.1")}  # the caller, hashed (the monitor caps it)
     assert count() == before + 4  # nothing more arrives
 
 
