@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 # extra arguments, e.g. make pipeline ARGS="-p epochs 2"
 ARGS   ?=
 
-.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
+.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout feedback predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -48,6 +48,9 @@ monitor: $(STAMP)  ## drift check of production traffic; JSON verdict, exit 0 ok
 
 retrain-if-drift: $(STAMP)  ## monitor; on drift run train → evaluate → promote (see docs/monitoring.md)
 	$(BIN)/python -m pipelines retrain-if-drift $(ARGS)
+
+feedback: $(STAMP)  ## review feedback before it trains: ARGS="list" / "accept 3 4" / "reject 5" / "purge" (docs/security.md)
+	$(BIN)/python -m pipelines feedback $(ARGS)
 
 heldout: $(STAMP)  ## production model on held-out real reviews (IMDb/Yelp/Amazon sentences; 140 kB from npm once)
 	$(BIN)/python -m pipelines heldout $(ARGS)

@@ -50,6 +50,9 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     tracking.setup(settings.tracking_uri)
     logdb = app.state.logdb = inference_log.connect(settings.inference_db_target)  # fail now, not at a request
     log.info("inference log and feedback: %s", logdb.url)
+    purged = inference_log.purge(logdb, inference_log.cutoff(settings.feedback_retention_days),
+                                 inference_log.cutoff(settings.inference_log_retention_days))
+    log.info("retention: deleted %d feedback rows, %d prediction rows", purged["feedback"], purged["predictions"])
     writer = None
     if settings.inference_log:
         writer = InferenceLogWriter(logdb, settings.log_queue_size, metrics.log_dropped.inc)

@@ -20,6 +20,7 @@ from swagger_ui_bundle import swagger_ui_path
 from app.api.router import api_router
 from app.api.routes.docs import SWAGGER_STATIC
 from app.batcher import MicroBatcher
+from app.clients import TokenBucket
 from app.errors import BodyLimitMiddleware, validation_error_handler
 from app.lifespan import lifespan
 from app.schemas import openapi_with_limits
@@ -43,6 +44,8 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.draining = False  # set by app.server on SIGTERM: /ready answers 503 from then on
     app.state.metrics = ServingMetrics()
     app.state.logdb = None  # the inference log's database, opened by the lifespan or the first /feedback
+    app.state.feedback_tokens = settings.feedback_token_list  # read once: a changed file needs a restart
+    app.state.feedback_limiter = TokenBucket(settings.feedback_rate_per_minute, settings.feedback_burst)
     app.state.batcher = MicroBatcher(settings.micro_batch_ms, settings.max_batch) if settings.micro_batch_ms else None
     app.add_exception_handler(RequestValidationError, validation_error_handler)
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)

@@ -9,11 +9,13 @@ tracking store is ``MLFLOW_TRACKING_URI`` as everywhere in MLflow.
 from __future__ import annotations
 
 import os
+from pathlib import Path
 from typing import Any
 
 from pydantic import AliasChoices, Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from app.clients import parse_tokens
 from scoring import inference_log, tracking
 from scoring.config import AGGREGATION_PATTERN, DEFAULT_BACKEND, LONG_TEXT_PATTERN
 from scoring.runtimes import BACKENDS
@@ -62,6 +64,28 @@ class Settings(BaseSettings):
         20.0, gt=0, le=600, description="`python -m app`: longest wait for in-flight requests after SIGTERM's drain",
     )
     admin_token: SecretStr | None = Field(None, description="bearer token of /admin/*; unset = disabled")
+    feedback_tokens: SecretStr | None = Field(
+        None, description="bearer tokens of POST /feedback, comma-separated (one per sender); unset (and no "
+        "FEEDBACK_TOKENS_FILE) = feedback disabled (403)",
+    )
+    feedback_tokens_file: str = Field("", description="a file of feedback tokens, one a line (# comments)")
+    feedback_rate_per_minute: float = Field(
+        30.0, gt=0, description="POST /feedback per credential per minute (per replica), else 429 with Retry-After",
+    )
+    feedback_burst: int = Field(30, ge=1, description="feedback requests a credential may send at once")
+    feedback_retention_days: float = Field(
+        inference_log.FEEDBACK_RETENTION_DAYS, ge=0,
+        description="feedback older than this is deleted at start-up (and by `python -m pipelines feedback purge`); "
+                    "0 = kept forever",
+    )
+    inference_log_retention_days: float = Field(
+        inference_log.INFERENCE_LOG_RETENTION_DAYS, ge=0,
+        description="prediction rows older than this are deleted at start-up (and by the purge command); 0 = kept",
+    )
+    trust_forwarded_for: bool = Field(
+        False, description="behind a balancer that appends X-Forwarded-For: a prediction's client id is the hash of "
+                           "its last entry (else of the peer address)",
+    )
     max_text_chars: int = Field(MAX_TEXT_CHARS, ge=1)
     max_batch: int = Field(64, ge=1)
     micro_batch_ms: float = Field(
@@ -91,10 +115,25 @@ class Settings(BaseSettings):
             raise ValueError(f"unknown backend {value!r}; available: {', '.join(sorted(BACKENDS))}")
         return value
 
-    @field_validator("admin_token", mode="before")
+    @field_validator("admin_token", "feedback_tokens", mode="before")
     @classmethod
     def _blank_is_unset(cls, value: Any) -> Any:
         return None if isinstance(value, str) and not value.strip() else value
+
+    @property
+    def feedback_token_list(self) -> tuple[str, ...]:
+        """The feedback tokens of FEEDBACK_TOKENS and FEEDBACK_TOKENS_FILE; empty = feedback disabled."""
+        text = self.feedback_tokens.get_secret_value() if self.feedback_tokens else ""
+        if self.feedback_tokens_file:
+            text += "\n" + Path(self.feedback_tokens_file).read_text()
+        return parse_tokens(text)
+
+    @field_validator("feedback_tokens_file")
+    @classmethod
+    def _readable_file(cls, value: str) -> str:
+        if value and not Path(value).is_file():
+            raise ValueError(f"{value} is not a file")
+        return value
 
     @property
     def inference_db_target(self) -> str:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import json
+import os
 import sys
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -15,6 +16,7 @@ from pipelines.batch import spark as batch_spark
 from pipelines.batch.files import INPUT_FORMATS, OUTPUT_FORMATS
 from pipelines.batch.model import resolve_model
 from pipelines.config import ConfigError, PipelineConfig, build_config, defaults, expand
+from pipelines.data import feedback as review_feedback
 from pipelines.data.split import load_splits
 from pipelines.evaluate import heldout
 from pipelines.evaluate.full_reviews import by_length
@@ -25,7 +27,7 @@ from pipelines.monitor import reference_store
 from pipelines.monitor.verdict import exit_code
 from pipelines.registry import model_folder, rollback, versions
 from pipelines.train import devices, onnx_logging
-from scoring import tracking
+from scoring import inference_log, tracking
 from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND, ScoringConfig
 from scoring.identity import RegistryError, resolve_version
 from scoring.runtimes import load_scorer
@@ -236,6 +238,30 @@ def _batch_parser(sub: argparse._SubParsersAction, name: str, help_text: str, de
     return parser
 
 
+def cmd_feedback(args: argparse.Namespace) -> int:
+    """Review the app's feedback (list, accept, reject) and apply retention (purge); stdout is JSON."""
+    cfg = _config(args, "inference_db", "feedback")
+    db = cfg.inference_db
+    if db and not inference_log.is_url(db) and not Path(db).expanduser().is_file():
+        raise ConfigError(f"parameter inference_db: {db} does not exist")
+    if args.action != "accept" and args.rule:
+        raise ConfigError("--rule: only `feedback accept` applies the agreement rule")
+    if args.action in ("list", "purge") and args.ids:
+        raise ConfigError(f"ids: `feedback {args.action}` takes no ids")
+    if args.action == "list":
+        _print_json({"rows": review_feedback.listing(db, args.status, args.limit)})
+    elif args.action == "purge":
+        _print_json(review_feedback.purge(db, cfg.feedback))
+    elif args.rule:
+        if args.ids:
+            raise ConfigError("ids: `feedback accept --rule` takes no ids (the rule chooses them)")
+        _print_json(review_feedback.accept_by_rule(db, cfg.feedback))
+    else:
+        status = "accepted" if args.action == "accept" else "rejected"
+        _print_json(review_feedback.review(db, args.ids, status, args.by))
+    return 0
+
+
 def cmd_params(_: argparse.Namespace) -> int:
     print(json.dumps(defaults(), indent=2))
     return 0
@@ -335,6 +361,23 @@ def build_parser() -> argparse.ArgumentParser:
     spark.add_argument("--master", default="local[*]", help="Spark master URL (default local[*])")
     spark.add_argument("--partitions", type=int, default=0,
                        help="spread the input over N tasks (default 0: at least 4 per core)")
+
+    fb = sub.add_parser(
+        "feedback", help="review the app's feedback before it trains: list, accept, reject; purge old rows",
+        description="Only accepted feedback trains (include_feedback). accept/reject take ids from `list`; "
+                    "`accept --rule` accepts texts that feedback_min_senders distinct credentials agree on; "
+                    "purge deletes feedback and predictions older than feedback_retention_days / "
+                    "inference_log_retention_days. See docs/security.md.",
+    )
+    _add_config_args(fb)
+    fb.add_argument("action", choices=("list", "accept", "reject", "purge"))
+    fb.add_argument("ids", nargs="*", type=int, help="feedback ids (accept, reject)")
+    fb.add_argument("--status", default="pending", help="list: pending (default), accepted, rejected or all")
+    fb.add_argument("--limit", type=int, default=50, help="list: newest N rows (default 50; 0 = all)")
+    fb.add_argument("--by", default=os.environ.get("USER") or os.environ.get("LOGNAME") or "",
+                    help="accept/reject: the reviewer recorded (default: $USER)")
+    fb.add_argument("--rule", action="store_true", help="accept: apply the agreement rule instead of ids")
+    fb.set_defaults(func=cmd_feedback)
 
     params = sub.add_parser("params", help="print every parameter with its default")
     params.set_defaults(func=cmd_params)

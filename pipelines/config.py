@@ -20,6 +20,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND, ScoringConfig
+from scoring.inference_log import FEEDBACK_RETENTION_DAYS, INFERENCE_LOG_RETENTION_DAYS
 
 EMBEDDED_MODEL = "embedded:all-MiniLM-L6-v2"
 EMBEDDED_DATASET = "embedded:rotten_tomatoes"
@@ -62,6 +63,22 @@ class DataSection(_Section):
     inference_db: str = Field(
         "", description="inference log + feedback: a SQLite file or a database URL (postgresql://…, password in "
         "INFERENCE_DB_PASSWORD); empty = <state dir>/inference.db",
+    )
+
+
+class FeedbackSection(_Section):
+    """Reviewing and keeping the app's feedback (``python -m pipelines feedback``; docs/security.md)."""
+
+    feedback_min_senders: int = Field(
+        0, ge=0, description="`feedback accept --rule`: accept a pending text when at least N distinct credentials "
+                             "sent it with one label and none with the other; 0 = the rule is off (reviewers only)",
+    )
+    feedback_retention_days: float = Field(
+        FEEDBACK_RETENTION_DAYS, ge=0, description="`feedback purge` deletes feedback older than this; 0 = keep",
+    )
+    inference_log_retention_days: float = Field(
+        INFERENCE_LOG_RETENTION_DAYS, ge=0, description="`feedback purge` deletes predictions older than this; "
+                                                        "0 = keep",
     )
 
 
@@ -137,6 +154,10 @@ class MonitorSection(_Section):
     psi_threshold: float = Field(0.2, gt=0, description="population stability index that counts as a shift")
     unk_ratio_delta: float = Field(0.02, gt=0, lt=1, description="rise of the mean unknown-token ratio that counts")
     domain_auc_threshold: float = Field(0.7, gt=0.5, le=1, description="domain-classifier ROC-AUC that counts")
+    max_client_share: float = Field(
+        0.2, gt=0, le=1, description="most of a window's predictions one client may make up; a client's rows "
+                                     "above it are down-sampled (one client alone cannot trip drift)",
+    )
 
     @field_validator("since", "until")
     @classmethod
@@ -156,13 +177,14 @@ def _one_of(value: str, names: tuple[str, ...]) -> str:
 
 
 SECTIONS: dict[str, type[BaseModel]] = {
-    "tracking": TrackingSection, "registry": RegistrySection, "data": DataSection, "train": TrainSection,
+    "tracking": TrackingSection, "registry": RegistrySection, "data": DataSection, "feedback": FeedbackSection,
+    "train": TrainSection,
     "scoring": ScoringConfig, "gate": GateSection, "monitor": MonitorSection,
 }
 
 
-class PipelineConfig(MonitorSection, GateSection, ScoringConfig, TrainSection, DataSection, RegistrySection,
-                     TrackingSection):
+class PipelineConfig(MonitorSection, GateSection, ScoringConfig, TrainSection, FeedbackSection, DataSection,
+                     RegistrySection, TrackingSection):
     """Every parameter of the pipeline, with its default: the sections above, flat (fields in section order)."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
@@ -182,6 +204,10 @@ class PipelineConfig(MonitorSection, GateSection, ScoringConfig, TrainSection, D
     @property
     def data(self) -> DataSection:
         return self.section(DataSection)
+
+    @property
+    def feedback(self) -> FeedbackSection:
+        return self.section(FeedbackSection)
 
     @property
     def train(self) -> TrainSection:

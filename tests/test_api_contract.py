@@ -39,10 +39,14 @@ POSTS = {  # each POST endpoint: a body it accepts, and the same body with TOKEN
 }
 NON_FINITE = ["NaN", "Infinity", "-Infinity"]
 JSON = {"Content-Type": "application/json"}
+FEEDBACK_TOKEN = "contract-feedback-token"
+FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}  # /feedback needs it; the other routes ignore it
 
 
 def app_settings(tmp_path: Path, **overrides: object) -> Settings:
-    """Settings for an app with no model (nothing is scored here) and its own inference DB."""
+    """Settings for an app with no model (nothing is scored here), its own inference DB and a feedback token."""
+    overrides = {"feedback_tokens": FEEDBACK_TOKEN, "feedback_rate_per_minute": 1e6, "feedback_burst": 10**6,
+                 **overrides}
     return Settings(model_uri=str(tmp_path / "no-model-here"), inference_db=str(tmp_path / "inference.db"),
                     reload_interval_s=0, micro_batch_ms=0, **overrides)
 
@@ -51,7 +55,7 @@ def app_settings(tmp_path: Path, **overrides: object) -> Settings:
 def client(tmp_path):
     """An app without its lifespan: requests that pass validation are only sent to /feedback."""
     return TestClient(create_app(app_settings(tmp_path, max_text_chars=50, max_batch=3)),
-                      raise_server_exceptions=False)
+                      raise_server_exceptions=False, headers=FEEDBACK_AUTH)
 
 
 def post(client: TestClient, path: str, body: bytes | str, headers: dict[str, str] | None = None):
@@ -199,7 +203,7 @@ def test_the_schema_documents_every_status_the_api_returns(tmp_path):
     assert statuses == {
         ("POST", "/predict"): {"200", "413", "422", "503"},
         ("POST", "/predict/batch"): {"200", "413", "422", "503"},
-        ("POST", "/feedback"): {"201", "413", "422"},
+        ("POST", "/feedback"): {"201", "401", "403", "413", "422", "429"},
         ("GET", "/health"): {"200"},
         ("GET", "/ready"): {"200", "503"},
         ("GET", "/model"): {"200"},
@@ -216,7 +220,7 @@ def test_the_schema_documents_every_status_the_api_returns(tmp_path):
 def test_before_a_model_is_loaded_predict_answers_the_documented_503(tmp_path, monkeypatch):
     monkeypatch.setenv("SENTIMENT_MLOPS_HOME", str(tmp_path))
     monkeypatch.setenv("MLFLOW_TRACKING_URI", sqlite_uri(tmp_path))
-    with TestClient(create_app(app_settings(tmp_path))) as client:
+    with TestClient(create_app(app_settings(tmp_path)), headers=FEEDBACK_AUTH) as client:
         for path, (good, _) in POSTS.items():
             response = post(client, path, good)
             if path == "/feedback":  # needs no model
@@ -293,7 +297,8 @@ def server(learned_store, tmp_path_factory):
     shutil.copy(learned_store.root / "mlflow.db", folder / "mlflow.db")
     env = {"MLFLOW_TRACKING_URI": sqlite_uri(folder), "SENTIMENT_MLOPS_HOME": str(folder), "TORCH_THREADS": "1",
            "RELOAD_INTERVAL_S": "0", "ADMIN_TOKEN": "", "INFERENCE_DB": str(folder / "inference.db"),
-           "MAX_TEXT_CHARS": str(MAX_TEXT_CHARS), "MAX_BATCH": str(MAX_BATCH)}
+           "MAX_TEXT_CHARS": str(MAX_TEXT_CHARS), "MAX_BATCH": str(MAX_BATCH), "FEEDBACK_TOKENS": FEEDBACK_TOKEN,
+           "FEEDBACK_RATE_PER_MINUTE": "1000000", "FEEDBACK_BURST": "1000000"}
     server = Server(env, folder / "app.log")
     try:
         server.wait_ready()
@@ -326,7 +331,7 @@ def test_bad_bodies_get_a_422_and_the_kept_alive_connection_still_works(server, 
 
     def send(body: bytes) -> tuple[int, dict]:
         nonlocal sock
-        conn.request("POST", path, body=body, headers=JSON)
+        conn.request("POST", path, body=body, headers=JSON | FEEDBACK_AUTH)
         response = conn.getresponse()
         status, payload = response.status, json.loads(response.read())
         assert (response.getheader("connection") or "").lower() != "close", (status, payload)
@@ -352,7 +357,8 @@ def test_schemathesis_with_every_check_finds_no_failure(server, tmp_path):
     """``schemathesis run --checks all`` over the live /openapi.json: bounded (-n, fixed seed), no failure."""
     cmd = [str(Path(sys.executable).parent / "schemathesis"), "--no-color", "run", f"{server.url}/openapi.json",
            "--checks", "all", "--exclude-path-regex", "^/admin", "--max-examples", "100", "--seed", "20240601",
-           "--workers", "1", "--request-timeout", "60", "--generation-database", "none"]
+           "--workers", "1", "--request-timeout", "60", "--generation-database", "none",
+           "-H", f"Authorization: Bearer {FEEDBACK_TOKEN}"]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=600, check=False)
     output = proc.stdout + proc.stderr
     summary = re.search(r"(\d+) generated, (.+)", output)

@@ -50,7 +50,7 @@ def _window(day: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def traffic(learned_store, tmp_path_factory) -> dict[str, Path]:
-    """The reference profile of the learned model and a three-day inference log with feedback."""
+    """The reference profile of the learned model and a three-day inference log with feedback (accepted and not)."""
     folder = tmp_path_factory.mktemp("monitor")
     mlflow.set_tracking_uri(learned_store.tracking_uri)
     model, tokenizer = load_components(model_uri(learned_store.model_name, learned_store.version))
@@ -71,8 +71,11 @@ def traffic(learned_store, tmp_path_factory) -> dict[str, Path]:
             for i, row in enumerate(rows):  # spread over the morning, as real traffic would be
                 row["ts"] = f"{day}T{i * 21600 // len(rows) // 3600:02d}:{i % 60:02d}:00.000+00:00"
             inference_log.append_predictions(conn, rows)
-        for text, label in FEEDBACK.items():
-            inference_log.add_feedback(conn, text, label)
+        accepted = [inference_log.add_feedback(conn, text, label, sender="e2e-sender01")
+                    for text, label in FEEDBACK.items()]
+        inference_log.set_feedback_status(conn, accepted, "accepted", "e2e-reviewer")
+        for text, label in FEEDBACK.items():  # the same texts flipped, by another sender: pending, never trained
+            inference_log.add_feedback(conn, f"{text} (flipped)", 1 - label, sender="e2e-sender02")
     return {"db": db, "reference": profile}
 
 
@@ -153,7 +156,8 @@ def test_retrain_if_drift_registers_a_version_and_the_gate_decides(learned_copy,
 
     retrain = MlflowClient().get_run(summary["retrain_run_id"]).data.tags
     assert retrain["trigger"] == "drift" and retrain["monitor_run_id"] == summary["monitor"]["parent_run_id"]
-    # the train notebook logged the new version's reference profile, with the feedback in its training data
+    # the train notebook logged the new version's reference profile, with the accepted feedback (only) in its
+    # training data
     logged = reference_store.read_profile(reference_store.profile_uri(new))
     plain = load_splits(build_config({"dataset": str(tiny_csv)}).data)
     assert logged["model"]["version"] == str(new.version)

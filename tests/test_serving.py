@@ -22,11 +22,14 @@ from conftest import NEGATIVE_REVIEW, POSITIVE_REVIEW, sqlite_uri
 from prometheus_client.parser import text_string_to_metric_families
 from serving_helpers import Server, alias_version, log_always_positive, log_broken, promote
 
+from app.clients import hash_id
 from tools.harness import ROOT, wait_for
 
 pytestmark = [pytest.mark.e2e, pytest.mark.timeout(900)]
 TOKEN = "s3cret-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
+FEEDBACK_TOKEN = "feedback-test-token"
+FEEDBACK_AUTH = {"Authorization": f"Bearer {FEEDBACK_TOKEN}"}  # /feedback needs it (the api server has it)
 
 
 @pytest.fixture(scope="module")
@@ -46,8 +49,8 @@ def store(learned_store, tmp_path_factory):
 def servers(store):
     folder, uri, _ = store
     common = {"MLFLOW_TRACKING_URI": uri, "SENTIMENT_MLOPS_HOME": str(folder), "TORCH_THREADS": "1"}
-    api = Server({**common, "ADMIN_TOKEN": TOKEN, "RELOAD_INTERVAL_S": "0", "INFERENCE_DB": str(folder / "api.db")},
-                 folder / "api.log")
+    api = Server({**common, "ADMIN_TOKEN": TOKEN, "RELOAD_INTERVAL_S": "0", "INFERENCE_DB": str(folder / "api.db"),
+                  "FEEDBACK_TOKENS": FEEDBACK_TOKEN}, folder / "api.log")
     poller = Server({**common, "ADMIN_TOKEN": "", "RELOAD_INTERVAL_S": "1", "INFERENCE_DB": str(folder / "poller.db")},
                     folder / "poller.log")
     try:
@@ -147,7 +150,7 @@ def test_batch_equals_single(api):
     ],
 )
 def test_client_mistakes_get_a_4xx_with_a_message(api, path, payload, status, message):
-    response = api.client.post(path, json=payload)
+    response = api.client.post(path, json=payload, headers=FEEDBACK_AUTH)
     assert response.status_code == status, response.text
     assert message in response.text
 
@@ -184,13 +187,13 @@ def test_admin_endpoints_need_the_token(api, poller):
 
 def test_feedback_is_stored(api, store):
     folder, _, _ = store
-    created = api.client.post("/feedback", json={"text": "Loved it", "label": "Positive"})
+    created = api.client.post("/feedback", json={"text": "Loved it", "label": "Positive"}, headers=FEEDBACK_AUTH)
     assert created.status_code == 201 and created.json()["label"] == 1
-    numeric = api.client.post("/feedback", json={"text": "Hated it", "label": 0})
+    numeric = api.client.post("/feedback", json={"text": "Hated it", "label": 0}, headers=FEEDBACK_AUTH)
     assert numeric.status_code == 201 and numeric.json()["id"] == created.json()["id"] + 1
     with sqlite3.connect(folder / "api.db") as conn:
-        rows = conn.execute("SELECT text, label FROM feedback ORDER BY id").fetchall()
-    assert rows[-2:] == [("Loved it", 1), ("Hated it", 0)]
+        rows = conn.execute("SELECT text, label, status FROM feedback ORDER BY id").fetchall()
+    assert rows[-2:] == [("Loved it", 1, "pending"), ("Hated it", 0, "pending")]
 
 
 def test_inference_log_holds_one_row_per_prediction_without_text(api, store):
@@ -213,6 +216,7 @@ def test_inference_log_holds_one_row_per_prediction_without_text(api, store):
     assert all(r["n_tokens"] > 0 and 0 <= r["unk_ratio"] <= 1 and r["latency_ms"] > 0 for r in rows)
     assert all(r["label"] in {"Positive", "Negative"} and 0.5 <= r["confidence"] <= 1 for r in rows)
     assert rows[-1]["n_chars"] == len("A quietly moving film.")
+    assert {r["client"] for r in rows} == {hash_id("addr:127.0.0.1")}  # the caller, hashed (the monitor caps it)
     assert count() == before + 4  # nothing more arrives
 
 

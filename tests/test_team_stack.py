@@ -206,7 +206,8 @@ def test_a_served_alias_move_and_a_rollback_reach_the_running_server(stack, pipe
 
 def test_two_replicas_share_one_inference_log_that_the_monitor_reads(stack, pipeline_run, tmp_path):
     sent = {"a": 12, "b": 9}
-    replicas = {name: app_server(tmp_path / f"{name}.log", _serving_env(stack)) for name in sent}
+    replicas = {name: app_server(tmp_path / f"{name}.log", _serving_env(stack, FEEDBACK_TOKENS="team-feedback-token"))
+                for name in sent}
     try:
         for app in replicas.values():
             app.start()
@@ -215,7 +216,8 @@ def test_two_replicas_share_one_inference_log_that_the_monitor_reads(stack, pipe
             for i in range(sent[name]):
                 r = requests.post(app.url + "/predict", json={"text": f"Replica {name} review {i}: fine."}, timeout=60)
                 assert r.status_code == 200, r.text
-        fed = requests.post(replicas["b"].url + "/feedback", json={"text": "Loved it.", "label": 1}, timeout=60)
+        fed = requests.post(replicas["b"].url + "/feedback", json={"text": "Loved it.", "label": 1}, timeout=60,
+                            headers={"Authorization": "Bearer team-feedback-token"})
         assert fed.status_code == 201, fed.text
     finally:
         for app in replicas.values():
@@ -232,7 +234,8 @@ def test_two_replicas_share_one_inference_log_that_the_monitor_reads(stack, pipe
 
     monitor = subprocess.run(
         [sys.executable, "-m", "pipelines", "monitor", "-p", "inference_db", env["INFERENCE_DB"],
-         "-p", "window_hours", "1", "--output-dir", str(tmp_path / "monitor")],
+         "-p", "window_hours", "1", "-p", "max_client_share", "1",  # every request came from this one client
+         "--output-dir", str(tmp_path / "monitor")],
         cwd=ROOT, capture_output=True, text=True, timeout=900, env=child_env(env),
     )
     verdict = json.loads(monitor.stdout)

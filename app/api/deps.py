@@ -1,4 +1,5 @@
-"""What the routes depend on, in one place: the request's app settings and state, the served model, the admin check.
+"""What the routes depend on, in one place: the request's app settings and state, the served model, the admin and
+feedback checks.
 
 Everything is read from ``request.app.state`` (set by :func:`app.main.create_app` and
 the lifespan), never from a module global: one process may hold several apps with
@@ -8,6 +9,7 @@ different settings (the tests do).  Routes use the ``Annotated`` aliases
 
 from __future__ import annotations
 
+import math
 import secrets
 import threading
 from typing import Annotated, Any
@@ -15,6 +17,7 @@ from typing import Annotated, Any
 from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
+from app import clients
 from app.model import LoadedModel, ModelManager
 from app.schemas import ErrorMessage
 from app.settings import Settings
@@ -110,9 +113,45 @@ def require_admin(
         )
 
 
+feedback_bearer = HTTPBearer(auto_error=False, scheme_name="FeedbackToken",
+                             description="Authorization: Bearer <one of FEEDBACK_TOKENS>")
+FEEDBACK_REFUSALS: dict[int | str, dict[str, Any]] = {
+    401: {"model": ErrorMessage, "description": "missing or unknown feedback token"},
+    403: {"model": ErrorMessage, "description": "feedback disabled: no FEEDBACK_TOKENS configured"},
+    429: {"model": ErrorMessage, "description": "this credential's rate limit (FEEDBACK_RATE_PER_MINUTE); "
+                                                "see Retry-After"},
+}
+
+
+def feedback_sender(
+    request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Depends(feedback_bearer)]
+) -> str:
+    """The hashed id of the feedback token sent; 403 while none is configured, 401 unless one matches, 429 over
+    the credential's rate (``Retry-After`` in whole seconds)."""
+    state = request.app.state
+    if not state.feedback_tokens:
+        raise HTTPException(status.HTTP_403_FORBIDDEN,
+                            "feedback disabled: set FEEDBACK_TOKENS (or FEEDBACK_TOKENS_FILE) to enable it")
+    sender = clients.match_token(credentials.credentials if credentials else "", state.feedback_tokens)
+    if sender is None:
+        raise HTTPException(
+            status.HTTP_401_UNAUTHORIZED, "missing or unknown feedback token (send Authorization: Bearer <token>)",
+            headers={"WWW-Authenticate": "Bearer"},
+        )
+    wait = state.feedback_limiter.take(sender)
+    if wait > 0:
+        raise HTTPException(
+            status.HTTP_429_TOO_MANY_REQUESTS,
+            f"feedback rate limit of this credential reached ({state.settings.feedback_rate_per_minute:g} a minute); "
+            f"retry in {math.ceil(wait)} s", headers={"Retry-After": str(math.ceil(wait))},
+        )
+    return sender
+
+
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
 LogDbDep = Annotated[inference_log.LogDatabase, Depends(get_log_db)]
 ServedModel = Annotated[LoadedModel, Depends(served_model)]
 AdminCaller = Annotated[bool, Depends(is_admin)]
+FeedbackSender = Annotated[str, Depends(feedback_sender)]

@@ -66,12 +66,17 @@ def subsample(df: pd.DataFrame, n: int, seed: int) -> pd.DataFrame:
 
 
 def load_splits(data: DataSection) -> Splits:
-    """The configured dataset, split; ``max_train_samples`` shrinks train only, feedback joins train only."""
+    """The configured dataset, split; ``max_train_samples`` shrinks train only, feedback joins train only.
+
+    Only **accepted** feedback trains (``python -m pipelines feedback accept``): pending and rejected rows never
+    do, and with none accepted the split is the one without feedback, byte for byte.
+    """
     df = load_dataset(data.dataset, data.text_column, data.label_column)
     train, val, test = split(df, data.val_size, data.test_size, data.seed)
     train = subsample(train, data.max_train_samples, data.seed)
     if data.include_feedback:
-        feedback = read_feedback(data.inference_db or None)
+        feedback = read_feedback(data.inference_db or None, statuses=("accepted",))
         feedback = feedback[~feedback["text"].isin(set(val["text"]) | set(test["text"]))]
-        train = clean(pd.concat([train, feedback[["text", "label"]]], ignore_index=True))
+        if len(feedback):
+            train = clean(pd.concat([train, feedback[["text", "label"]]], ignore_index=True))
     return Splits(train=train, validation=val, test=test, source=data.dataset, digest=digest(df))

@@ -1,4 +1,4 @@
-"""``POST /feedback``: a labelled review, stored in the feedback table for the next retraining."""
+"""``POST /feedback``: a labelled review from a credentialed sender, stored ``pending`` until a reviewer accepts it."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, status
 
-from app.api.deps import BODY_TOO_LARGE, LogDbDep, SettingsDep
+from app.api.deps import BODY_TOO_LARGE, FEEDBACK_REFUSALS, FeedbackSender, LogDbDep, SettingsDep
 from app.errors import JSONBodyRoute, check_text_lengths
 from app.schemas import FeedbackRequest, FeedbackResponse
 from scoring import inference_log
@@ -20,11 +20,13 @@ FEEDBACK_EXAMPLES = {
 
 
 @router.post("/feedback", response_model=FeedbackResponse, status_code=status.HTTP_201_CREATED,
-             responses=BODY_TOO_LARGE)
+             responses=FEEDBACK_REFUSALS | BODY_TOO_LARGE)
 def feedback(
-    settings: SettingsDep, logdb: LogDbDep, body: Annotated[FeedbackRequest, Body(openapi_examples=FEEDBACK_EXAMPLES)]
+    sender: FeedbackSender, settings: SettingsDep, logdb: LogDbDep,
+    body: Annotated[FeedbackRequest, Body(openapi_examples=FEEDBACK_EXAMPLES)],
 ) -> FeedbackResponse:
-    """Store a labelled review for the next retraining (``include_feedback``)."""
+    """Store a labelled review, with its sender's hashed token, as ``pending``: it trains (``include_feedback``)
+    only once accepted (``python -m pipelines feedback accept``). Needs ``Authorization: Bearer <feedback token>``."""
     check_text_lengths([body.text], settings.max_text_chars, "text")
-    row_id = inference_log.add_feedback(logdb, body.text, body.label)
+    row_id = inference_log.add_feedback(logdb, body.text, body.label, sender=sender)
     return FeedbackResponse(id=row_id, label=body.label)

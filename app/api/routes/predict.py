@@ -14,6 +14,7 @@ from fastapi import APIRouter, Body, Request, Response
 from starlette.concurrency import run_in_threadpool
 
 from app.api.deps import BODY_TOO_LARGE, NO_MODEL, SettingsDep, served_model, tag_version
+from app.clients import client_id
 from app.errors import JSONBodyRoute, check_batch_size, check_text_lengths
 from app.logwriter import InferenceLogWriter
 from app.model import LoadedModel
@@ -50,6 +51,7 @@ async def score_texts(request: Request, texts: list[str], endpoint: str) -> tupl
         writer.submit(inference_log.prediction_rows(
             texts, probs, predictions, stats, model_name=model.identity.name, model_version=model.identity.version,
             endpoint=endpoint, latency_ms=latency_ms, log_text=settings.log_raw_text,
+            client=client_id(request, settings.trust_forwarded_for),
         ))
     return predictions, model
 
