@@ -10,9 +10,10 @@ import pytest
 from conftest import NEGATIVE_REVIEW, POSITIVE_REVIEW
 
 from pipelines.config import build_config
+from pipelines.data.plots import plot_part, plot_summaries
 from pipelines.data.split import load_splits
 from pipelines.evaluate import aggregation
-from pipelines.evaluate.long_texts import build_long_proxies, long_sets, paragraphs, plot_summaries
+from pipelines.evaluate.long_texts import build_long_proxies, long_sets, paragraphs
 from scoring.config import AGGREGATIONS, CONFIG_KEY, LEGACY, ScoringConfig
 from scoring.model_files import load_components
 from scoring.onnx_runtime import int8_calls_setting
@@ -24,10 +25,12 @@ PROBS = np.array([0.7, 0.95, 0.4, 0.3, 0.45, 0.2])
 MARGINS = np.log(PROBS / (1 - PROBS))
 OWNER = np.array([0, 1, 1, 2, 2, 2])
 LENGTHS = np.array([20.0, 64, 30, 64, 64, 10])
+SUBJECTIVE = np.array([0.9, 0.95, 0.1, 0.8, 0.05, 0.9])  # P(subjective): the second and fifth windows retell a plot
 
 
 def scores(how: str, threshold: float = 0.5) -> np.ndarray:
-    return aggregate(PROBS, MARGINS, OWNER, LENGTHS, 3, ScoringConfig(aggregation=how, long_threshold=threshold))
+    return aggregate(PROBS, MARGINS, OWNER, LENGTHS, 3, ScoringConfig(aggregation=how, long_threshold=threshold),
+                     SUBJECTIVE)
 
 
 @pytest.mark.parametrize("how", AGGREGATIONS)
@@ -53,6 +56,22 @@ def test_logit_means_and_weights():
     # the first and last windows count double: the middle window of text 2 weighs less
     w = np.array([128.0, 64, 20])
     np.testing.assert_allclose(scores("logit_ends")[2], sigmoid((w * MARGINS[3:]).sum() / w.sum()))
+    w = np.array([64.0, 64, 20])  # the last window counts double
+    np.testing.assert_allclose(scores("logit_last")[2], sigmoid((w * MARGINS[3:]).sum() / w.sum()))
+
+
+def test_subjective_weights_leave_out_what_retells_a_plot():
+    sigmoid = lambda z: 1 / (1 + np.exp(-z))  # noqa: E731
+    w = LENGTHS * (SUBJECTIVE + 1e-6)
+    np.testing.assert_allclose(scores("logit_subjective")[1:], [
+        sigmoid((w[1:3] * MARGINS[1:3]).sum() / w[1:3].sum()), sigmoid((w[3:] * MARGINS[3:]).sum() / w[3:].sum())])
+    np.testing.assert_allclose(scores("prob_subjective")[2], (w[3:] * PROBS[3:]).sum() / w[3:].sum())
+    last = w[3:] * np.array([1, 1, 2])
+    np.testing.assert_allclose(scores("logit_subjective_last")[2], sigmoid((last * MARGINS[3:]).sum() / last.sum()))
+    # text 2: a doubtful plot window (0.45, P(subjective) 0.05) between two negative opinions barely counts
+    assert scores("logit_subjective")[2] < scores("logit_length")[2]
+    with pytest.raises(ValueError, match="subjectivity head"):
+        aggregate(PROBS, MARGINS, OWNER, LENGTHS, 3, ScoringConfig(aggregation="logit_subjective"))
 
 
 @pytest.mark.parametrize("how", AGGREGATIONS)
@@ -94,10 +113,12 @@ def test_balanced_threshold_and_choice_on_real_inputs():
 
 def test_review_proxies_hold_the_plot_and_paragraphs_one_label():
     splits = load_splits(build_config({}).data)
-    reviews = build_long_proxies(splits.test, n=20, with_plot=True)
-    plots = plot_summaries()
-    assert len(reviews) == 20 and all(plots[r.movie_name] in r.text for r in reviews.itertuples())
-    assert set(long_sets(splits.validation)) == {"proxies", "reviews"}
+    reviews = build_long_proxies(splits.test, n=20, with_plot="test")
+    plots, learned = plot_part("test"), plot_summaries().drop(plot_part("test").index)
+    assert len(reviews) == 20 and all(any(p in r.text for p in plots) for r in reviews.itertuples())
+    assert all(plots[r.movie_name] in r.text for r in reviews.itertuples() if r.movie_name in plots.index)
+    assert not any(p in r.text for r in reviews.itertuples() for p in learned)  # never another part's plot
+    assert set(long_sets(splits.validation)) == {"proxies", "reviews", "full reviews"}
     sentences = pd.DataFrame({"text": [f"sentence {i}." for i in range(40)], "label": [0, 1] * 20})
     joined = paragraphs(sentences, sentences=(3, 5))
     assert joined["n_sentences"].between(3, 5).all() and set(joined["label"]) == {0, 1}

@@ -30,8 +30,9 @@ TEMPLATE = ROOT / "deploy" / "haproxy" / "haproxy.cfg.in"
 RUN_DIR = ROOT / ".replicas"
 # what every replica gets unless the caller says otherwise: polling (jittered), a drain longer than the
 # balancer's time to take a replica out (2 failed checks 500 ms apart), one thread each on this 2-core machine
+# TRUST_FORWARDED_FOR: the balancer appends the caller's address (option forwardfor), the replicas record it
 REPLICA_DEFAULTS = {"RELOAD_INTERVAL_S": "5", "DRAIN_S": "2", "GRACEFUL_TIMEOUT_S": "20", "ONNX_THREADS": "1",
-                    "ONNX_PARALLEL": "1", "TORCH_THREADS": "1"}
+                    "ONNX_PARALLEL": "1", "TORCH_THREADS": "1", "TRUST_FORWARDED_FOR": "true"}
 
 
 def haproxy_binary() -> str | None:
@@ -202,7 +203,8 @@ def main(argv: list[str]) -> int:
     if (args.run_dir / "state.json").is_file():
         print(f"already running ({args.run_dir / 'state.json'}): make replicas-down first", file=sys.stderr)
         return 1
-    env = {k: os.environ[k] for k in ("MODEL_URI", "MLFLOW_TRACKING_URI", "BACKEND", "ADMIN_TOKEN") if k in os.environ}
+    env = {k: os.environ[k] for k in ("MODEL_URI", "MLFLOW_TRACKING_URI", "BACKEND", "ADMIN_TOKEN", "FEEDBACK_TOKENS",
+                                      "FEEDBACK_TOKENS_FILE") if k in os.environ}
     cluster = Cluster(args.n, env, args.run_dir, args.port)
     print(f"starting {args.n} replica(s) behind haproxy on :{args.port} (logs in {args.run_dir})", flush=True)
     try:
