@@ -113,8 +113,9 @@ def test_no_model_503_hides_why_unless_admin(store, tmp_path):
 def test_a_500_body_carries_no_exception_text(store, tmp_path):
     """An inference log that cannot be reached: /feedback fails inside the app (a real 500)."""
     url = "postgresql://inference:pw@127.0.0.1:9/inference?sslmode=disable&connect_timeout=2"
-    client = app_client(store, tmp_path, inference_db=url)  # no lifespan: the log is opened by the first /feedback
-    for headers in ({}, AUTH):
-        failed = client.post("/feedback", json={"text": "Loved it", "label": "positive"}, headers=headers)
-        assert failed.status_code == 500
-        assert failed.text == "Internal Server Error", failed.text
+    # no lifespan: the log is opened by the first /feedback, which needs a feedback token (not the admin's)
+    client = app_client(store, tmp_path, inference_db=url, feedback_tokens="feedback-token")
+    failed = client.post("/feedback", json={"text": "Loved it", "label": "positive"},
+                         headers={"Authorization": "Bearer feedback-token"})
+    assert failed.status_code == 500
+    assert failed.text == "Internal Server Error", failed.text
