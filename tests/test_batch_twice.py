@@ -16,28 +16,21 @@ import sys
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pandas as pd
 import pytest
 from mlflow import MlflowClient
-from tiny_model import register_tiny_model
+from tiny_model import tiny_store
 
 from pipelines.batch.checkpoint import OutputLock, OutputLockedError, WorkDir, sidecar_path
 from pipelines.registry.model_folder import replace_folder
 from scoring.identity import MANIFEST
 from tools.harness import ROOT, child_env, wait_for
-from tools.model_store import sqlite_uri
 
 
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
-    folder = tmp_path_factory.mktemp("twice-store")
-    uri = sqlite_uri(folder)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    register_tiny_model((folder / "mlartifacts").as_uri())
-    yield folder, uri
-    mlflow.set_tracking_uri(previous)
+    with tiny_store(tmp_path_factory.mktemp("twice-store")) as store:
+        yield store
 
 
 def pipelines(uri: str, *args: object, **popen: object) -> subprocess.Popen:

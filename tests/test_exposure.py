@@ -11,17 +11,15 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-import mlflow
 import pytest
 from fastapi.testclient import TestClient
 from mlflow import MlflowClient
 from serving_helpers import log_broken, promote
-from tiny_model import register_tiny_model
+from tiny_model import tiny_store
 
 from app.api.deps import HIDDEN_ERROR
 from app.main import create_app
 from app.settings import Settings
-from tools.model_store import sqlite_uri
 
 TOKEN = "exposure-test-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
@@ -31,13 +29,8 @@ WRONG = {"Authorization": "Bearer not-the-token"}
 @pytest.fixture(scope="module")
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """A SQLite store whose sentiment@production is the tiny model; its folder and tracking URI."""
-    folder = tmp_path_factory.mktemp("exposure-store")
-    uri = sqlite_uri(folder)
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(uri)
-    register_tiny_model((folder / "mlartifacts").as_uri())
-    yield folder, uri
-    mlflow.set_tracking_uri(previous)
+    with tiny_store(tmp_path_factory.mktemp("exposure-store")) as store:
+        yield store
 
 
 def app_client(store: tuple[Path, str], tmp_path: Path, **settings: object) -> TestClient:

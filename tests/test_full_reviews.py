@@ -159,4 +159,4 @@ def test_the_head_and_its_choice_are_saved_with_the_version(learned_tracking):
     head = getattr(model.config, CONFIG_KEY)[HEAD_KEY]
     assert len(head["weight"]) == model.config.hidden_size and isinstance(head["bias"], float)
     assert json.loads(json.dumps(head)) == head and 0.2 <= scoring.long_threshold <= 0.8
-    assert isinstance(pd.Series(head["weight"]).abs().sum(), float)
+    assert pd.Series(head["weight"]).abs().sum() > 0  # a fitted head, not zeros

@@ -7,11 +7,16 @@ pipeline), registers it and points ``production`` at it: seconds on a CPU, no tr
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
 import mlflow
 from mlflow import MlflowClient
 from transformers import AutoTokenizer, BertConfig, BertForSequenceClassification, pipeline
 
 from pipelines.data.embedded import embedded_model_dir
+from tools.model_store import sqlite_uri
 
 
 def register_tiny_model(artifact_location: str | None = None, name: str = "sentiment",
@@ -32,3 +37,17 @@ def register_tiny_model(artifact_location: str | None = None, name: str = "senti
     version = str(info.registered_model_version)
     MlflowClient().set_registered_model_alias(name, alias, version)
     return version
+
+
+@contextmanager
+def tiny_store(folder: Path) -> Iterator[tuple[Path, str]]:
+    """A SQLite store in ``folder`` whose sentiment@production is the tiny model, as this process's tracking store
+    while in use; its folder and tracking URI."""
+    uri = sqlite_uri(folder)
+    previous = mlflow.get_tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    register_tiny_model((folder / "mlartifacts").as_uri())
+    try:
+        yield folder, uri
+    finally:
+        mlflow.set_tracking_uri(previous)
