@@ -34,11 +34,11 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 def store(tmp_path_factory: pytest.TempPathFactory) -> Iterator[tuple[Path, str]]:
     """sentiment v1 (production) and v2, tiny models with ONNX files, both sealed."""
     with pytest.MonkeyPatch.context() as mp, tiny_store(tmp_path_factory.mktemp("integrity-store")) as store:
-        mp.setenv(ALLOW_ENV, "false")
         register_tiny_model((store[0] / "mlartifacts").as_uri(), alias="candidate")
         for version in ("1", "2"):
             log_onnx(model_uri("sentiment", version))
             sealing.seal("sentiment", version)
+        mp.setenv(ALLOW_ENV, "false")  # from here on an unsealed version is refused
         yield store
 
 
