@@ -27,7 +27,9 @@ def _default_threads() -> int:
 
 
 def _per_core(n: int) -> int:
-    return n * (os.cpu_count() or 1)
+    """``n`` per core this process may run on (its CPU affinity, else the machine's count)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return n * max(1, cores)
 
 
 class Settings(BaseSettings):
