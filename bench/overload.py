@@ -107,6 +107,7 @@ def main() -> None:
     splits = load_splits(build_config({}).data)
     pool = long_sets(splits.test, n=len(splits.test))["full reviews"]["text"].tolist()
     home = Path(tempfile.mkdtemp(prefix="bench-overload-"))
+    home.chmod(0o755)  # as root the cluster runs as the postgres user, who must reach home/postgres
     stack = StackSettings(home=home, postgres_port=free_port())
     postgres = Postgres(stack)
     postgres.start()
