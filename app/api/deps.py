@@ -51,6 +51,12 @@ def degraded(request: Request) -> list[str]:
 
 # what routes add to their OpenAPI responses: served_model's 503, BodyLimitMiddleware's 413 (any POST)
 NO_MODEL: dict[int | str, dict[str, Any]] = {503: {"model": ErrorMessage, "description": "no model loaded (yet)"}}
+# the scoring routes' 503 and 504 (app.admission: MAX_CONCURRENCY + MAX_QUEUE, REQUEST_TIMEOUT_S)
+SCORING_LIMITS: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorMessage, "description": "no model loaded (yet), or overloaded: MAX_CONCURRENCY + MAX_QUEUE "
+                                                "scoring requests in flight (see Retry-After)"},
+    504: {"model": ErrorMessage, "description": "not scored within REQUEST_TIMEOUT_S"},
+}
 BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorMessage, "description": "request body over MAX_BODY_BYTES"},
 }

@@ -13,7 +13,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Body, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import BODY_TOO_LARGE, NO_MODEL, SettingsDep, served_model, tag_version
+from app.api.deps import BODY_TOO_LARGE, SCORING_LIMITS, SettingsDep, served_model, tag_version
 from app.batcher import BatcherFull
 from app.clients import client_id
 from app.errors import JSONBodyRoute, check_batch_size, check_text_lengths
@@ -62,7 +62,7 @@ async def score_texts(request: Request, texts: list[str], endpoint: str) -> tupl
     return predictions, model
 
 
-@router.post("/predict", response_model=PredictResponse, responses=NO_MODEL | BODY_TOO_LARGE)
+@router.post("/predict", response_model=PredictResponse, responses=SCORING_LIMITS | BODY_TOO_LARGE)
 async def predict(
     request: Request, response: Response, settings: SettingsDep,
     body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)],
@@ -74,7 +74,7 @@ async def predict(
     return PredictResponse(**prediction, model_version=model.identity.version)
 
 
-@router.post("/predict/batch", response_model=BatchResponse, responses=NO_MODEL | BODY_TOO_LARGE)
+@router.post("/predict/batch", response_model=BatchResponse, responses=SCORING_LIMITS | BODY_TOO_LARGE)
 async def predict_batch(
     request: Request, response: Response, settings: SettingsDep,
     body: Annotated[BatchRequest, Body(openapi_examples=BATCH_EXAMPLES)],
