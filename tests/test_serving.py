@@ -94,7 +94,8 @@ def metric_value(server: Server, name: str, **labels: str) -> float:
 # -- serving ----------------------------------------------------------------------------------
 def test_health_ready_and_model_info(api):
     assert api.client.get("/health").json() == {"status": "ok"}
-    assert api.client.get("/ready").json() == {"status": "ready", "model_version": "1", "last_reload_error": None}
+    assert api.client.get("/ready").json() == {"status": "ready", "model_version": "1", "last_reload_error": None,
+                                               "degraded": []}
     info = api.client.get("/model", headers=AUTH).json()  # the run id and URI: admin callers only (test_exposure)
     assert info["loaded"] and (info["name"], info["version"], info["alias"]) == ("sentiment", "1", "production")
     assert info["run_id"] and info["loaded_at"] and info["last_reload_error"] is None
