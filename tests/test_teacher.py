@@ -43,7 +43,7 @@ def test_the_parts_are_assembled_only_with_the_pinned_digest(tmp_path) -> None:
                "desktop.ini": b"x", "1_Pooling/config.json": b"{}"}
     wheels, digest = _fake_wheels(tmp_path, payload)
     target = tmp_path / "cache" / "all_mpnet_base_v2"
-    with pytest.raises(ConfigError, match=r"parameter teacher_model: all-mpnet-base-v2 is not assembled .* `make mpnet`"):
+    with pytest.raises(ConfigError, match=r"teacher_model: all-mpnet-base-v2 is not assembled .* `make mpnet`"):
         mpnet.model_dir(target)
     pieces = mpnet.parts(wheels)
     with pytest.raises(mpnet.AssemblyError, match="not the pinned"):
@@ -96,7 +96,7 @@ def _tiny_roberta(folder: Path, texts: list[str]) -> Path:
 @pytest.mark.timeout(900)
 def test_another_architecture_teaches_the_student_and_a_later_run_reuses_its_logits(mlflow_uri, tmp_path,
                                                                                     rt_frame) -> None:
-    from pipelines.flow.runner import run_pipeline
+    from pipelines.flow.runner import StepFailed, run_pipeline
 
     teacher = _tiny_roberta(tmp_path / "roberta", rt_frame["text"].head(2000).tolist())
     first = run_pipeline(build_config({**TINY, "teacher_model": str(teacher)}), steps=("train",),
@@ -125,6 +125,6 @@ def test_another_architecture_teaches_the_student_and_a_later_run_reuses_its_log
     assert json.loads((again / "teacher.json").read_text())["from_run"] == run_id
     assert client.get_model_version("sentiment", "2").tags["teacher_layers"] == "2"
 
-    with pytest.raises(Exception, match=r"parameter teacher_from: run .* scored other training texts"):
+    with pytest.raises(StepFailed, match=r"parameter teacher_from: run .* scored other training texts"):
         run_pipeline(build_config({**TINY, "max_train_samples": 96, "teacher_from": run_id}), steps=("train",),
                      output_dir=tmp_path / "third", progress=False)
