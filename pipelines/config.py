@@ -126,6 +126,11 @@ class TrainSection(_Section):
     distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft targets in the student's loss "
                                                                "(the rest: the labels)")
     distill_learning_rate: float = Field(1e-4, gt=0, lt=1, description="the student's peak learning rate")
+    teacher_model: str = Field("", description="a teacher of any encoder (local folder, hub id or embedded name such "
+                               "as all-mpnet-base-v2) fine-tuned, then distilled through its logits into model_name's "
+                               "first distill_layers layers; '' = model_name itself teaches")
+    teacher_from: str = Field("", description="an MLflow run id whose logged teacher/ (its logits over the training "
+                                              "texts) teaches the student, without fine-tuning a teacher again")
 
 
 class GateSection(_Section):

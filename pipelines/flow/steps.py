@@ -40,7 +40,9 @@ def _check_train(cfg: PipelineConfig) -> None:
     sources.validate(cfg.data)
     placement = devices.resolve(cfg.device, cfg.precision, cfg.num_processes)
     devices.per_device_batch(cfg.batch_size, cfg.gradient_accumulation_steps, placement)
-    if cfg.distill_layers:
+    if cfg.teacher_model or cfg.teacher_from:
+        distill.check_other_teacher(cfg.model_name, cfg.distill_layers, cfg.teacher_model, cfg.teacher_from)
+    elif cfg.distill_layers:
         distill.check_layers(cfg.model_name, cfg.distill_layers)
 
 
