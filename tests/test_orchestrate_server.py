@@ -1,8 +1,11 @@
 """``make orchestrate``: Dagster's webserver and daemon on a Dagster home, serving the UI, stopping cleanly."""
 
+import os
 import shutil
+import signal
 import subprocess
 import sys
+import time
 import urllib.request
 from pathlib import Path
 
@@ -31,5 +34,15 @@ def test_make_orchestrate_serves_the_ui_and_stops(tmp_path: Path):
         assert (home / "dagster.yaml").read_text() == (ROOT / "deploy" / "dagster" / "dagster.yaml").read_text()
         code = server.stop(timeout=60)
     assert code is not None and server.proc.poll() is not None
-    left = subprocess.run(["pgrep", "-g", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
-    assert not left, f"processes left in the group: {left}\n{server.log_tail()}"
+
+    def left() -> list[str]:
+        return subprocess.run(["pgrep", "-g", str(server.proc.pid)], capture_output=True, text=True).stdout.split()
+
+    deadline = time.monotonic() + 60  # the webserver and the daemon shut down on their own after make's SIGTERM
+    while left() and time.monotonic() < deadline:
+        time.sleep(0.5)
+    still = left()
+    if still:
+        os.killpg(server.proc.pid, signal.SIGKILL)
+    assert not still, f"processes left in the group after 60 s: {still}\n{server.log_tail()}"
+    assert "Shutting down Dagster services" in server.log_tail()
