@@ -75,8 +75,12 @@ def test_a_bad_parameter_fails_the_run_before_any_step(job, name, value):
 
 
 @pytest.mark.e2e
-def test_the_monitor_job_runs_the_notebook_and_too_little_data_requests_no_retrain(tmp_path, monkeypatch):
-    """The monitor job in process: the same notebook and MLflow runs as the CLI; an empty log is no retrain."""
+def test_a_failed_notebook_fails_the_monitor_job_with_the_executed_notebook(tmp_path, monkeypatch):
+    """The monitor job in process runs the CLI's notebook and MLflow runs; a failing notebook fails the job.
+
+    The tiny model has no reference profile, so monitor.ipynb raises ProfileMissing: the step fails with its
+    executed notebook logged, the parent MLflow run is FAILED and ``finish`` never runs.
+    """
     from contextlib import closing
 
     from mlflow import MlflowClient
@@ -93,21 +97,15 @@ def test_the_monitor_job_runs_the_notebook_and_too_little_data_requests_no_retra
         result = JOBS["monitor"].execute_in_process(
             run_config={"ops": {"start": {"config": {"parameters": parameters, "output_dir": str(tmp_path / "out")}}}},
             instance=instance, raise_on_error=False)
-        assert result.success, [str(e.event_specific_data) for e in result.all_events
-                                if e.event_type_value == "STEP_FAILURE"]
-        state = result.output_for_node("finish")
-        assert state["steps"]["monitor"]["verdict"] == "insufficient_data"
-        assert instance.get_run_by_id(result.run_id).tags["verdict"] == "insufficient_data"
+        assert not result.success
+        failure = next(e for e in result.all_events if e.event_type_value == "STEP_FAILURE")
+        assert failure.step_key == "monitor" and "ProfileMissing" in str(failure.event_specific_data.error)
+        started = {e.step_key for e in result.all_events if e.event_type_value == "STEP_START"}
+        assert started == {"start", "monitor"}
+        assert (tmp_path / "out" / "monitor.ipynb").is_file()
         client = MlflowClient(uri)
-        parent = client.get_run(state["parent_run_id"])
-        assert parent.info.status == "FINISHED" and parent.data.tags["verdict"] == "insufficient_data"
-        step = client.search_runs([parent.info.experiment_id],
-                                  f"tags.mlflow.parentRunId = '{parent.info.run_id}'")
-        assert [r.data.tags["step"] for r in step] == ["monitor"]
-        files = {a.path for a in client.list_artifacts(step[0].info.run_id, "notebook")}
+        runs = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])
+        by_step = {r.data.tags["step"]: r for r in runs}
+        assert by_step["pipeline"].info.status == "FAILED" and by_step["monitor"].info.status == "FAILED"
+        files = {a.path for a in client.list_artifacts(by_step["monitor"].info.run_id, "notebook")}
         assert files == {"notebook/monitor.ipynb", "notebook/monitor.html"}
-        metadata = next(e for e in result.all_events if e.event_type_value == "STEP_OUTPUT"
-                        and e.step_key == "monitor").event_specific_data.metadata
-        assert metadata["verdict"].value == "insufficient_data" and "mlflow_run" in metadata
-        tick = retrain_on_drift.evaluate_tick(build_sensor_context(instance=instance))
-        assert tick.run_requests == [], "too little data: no retrain"
