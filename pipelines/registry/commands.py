@@ -7,19 +7,20 @@ import json
 
 from pipelines import shell
 from pipelines.config import ConfigError, PipelineConfig
-from pipelines.registry import model_folder, rollback, versions
+from pipelines.registry import audit, model_folder, rollback, versions
 from scoring import tracking
 
 
 def rollback_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
     tracking.setup(cfg.tracking_uri)
-    old, new = rollback.rollback(cfg.registered_model_name, cfg.alias, args.to_version or "")
+    old, new = rollback.rollback(cfg.registered_model_name, cfg.alias, args.to_version or "", cfg.lock)
     print(f"{cfg.registered_model_name}@{cfg.alias}: v{old} -> v{new}")
     return 0
 
 
 def history_command(cfg: PipelineConfig, _: argparse.Namespace) -> int:
     tracking.setup(cfg.tracking_uri)
+    audit.repair_now(cfg.registered_model_name, cfg.lock)  # what a killed promotion or rollback left
     print(json.dumps(versions.history(cfg.registered_model_name), indent=2))
     return 0
 
