@@ -22,7 +22,8 @@ import numpy as np
 from app.settings import Settings
 from scoring.clock import now
 from scoring.features import token_stats
-from scoring.identity import MANIFEST, ModelIdentity, folder_identity, local_folder, resolve
+from scoring.identity import MANIFEST, ModelIdentity, folder_identity, local_folder, resolve, resolve_version
+from scoring.integrity import version_fingerprint
 from scoring.runtimes import ScorerLike, load_scorer
 
 log = logging.getLogger("app.model")
@@ -100,7 +101,8 @@ class ModelManager:
         if folder is not None:
             return _local_target(folder)
         identity = resolve(uri)
-        return identity, f"{identity.source}|{identity.version}"
+        mv = resolve_version(identity.source)  # the manifest digest and onnx.* tags: an edited tag reloads (refused)
+        return identity, f"{identity.source}|{identity.version}|{version_fingerprint(mv) if mv else ''}"
 
     def reload(self, origin: str = "admin", force: bool = False) -> ReloadResult:
         """Load the version MODEL_URI points at if it differs from the served one (or ``force``).

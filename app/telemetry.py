@@ -56,6 +56,8 @@ class ServingMetrics:
         self.model_loaded = Gauge("sentiment_model_loaded", "1 when a model is loaded", registry=r)
         self.reloads = Counter("sentiment_model_reloads", "Model load attempts that did something", ["result"],
                                registry=r)
+        self.refused = Counter("sentiment_model_refused", "Versions refused at load ('integrity': files differ from "
+                               "the sealed manifest, or no manifest)", ["reason"], registry=r)
         self.log_dropped = Counter("sentiment_inference_log_dropped", "Log rows dropped (queue full or write error)",
                                    registry=r)
         self.log_queue = Gauge("sentiment_inference_log_queue", "Log rows waiting for the writer", registry=r)
@@ -90,6 +92,8 @@ class ServingMetrics:
     def reload_attempted(self, result: ReloadResult) -> None:
         if result.status in {"loaded", "failed"}:
             self.reloads.labels(result="success" if result.status == "loaded" else "failure").inc()
+        if result.status == "failed" and (result.error or "").startswith("IntegrityError"):
+            self.refused.labels(reason="integrity").inc()
 
     def observe_predictions(self, predictions: Iterable[dict[str, Any]], texts: Iterable[str]) -> None:
         for pred, text in zip(predictions, texts, strict=True):

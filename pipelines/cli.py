@@ -25,7 +25,7 @@ from pipelines.flow.runner import StepFailed, run_pipeline
 from pipelines.flow.steps import FLOWS
 from pipelines.monitor import reference_store
 from pipelines.monitor.verdict import exit_code
-from pipelines.registry import audit, model_folder, rollback, versions
+from pipelines.registry import audit, model_folder, rollback, sealing, versions
 from pipelines.train import devices, onnx_logging
 from scoring import inference_log, tracking
 from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND, ScoringConfig
@@ -185,6 +185,14 @@ def cmd_export_onnx(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_seal(args: argparse.Namespace) -> int:
+    """Seal a version registered before sealing (after a human check): its integrity manifest and digest."""
+    cfg = _config(args, "tracking", "registry")
+    tracking.setup(cfg.tracking_uri)
+    _print_json({"manifest_sha256": sealing.seal(cfg.registered_model_name, args.version)})
+    return 0
+
+
 def cmd_predict(args: argparse.Namespace) -> int:
     """Score a file with a model version; stdout is the summary JSON (progress and the model go to stderr)."""
     cfg = _config(args, "tracking", "registry", "scoring")
@@ -336,6 +344,10 @@ def build_parser() -> argparse.ArgumentParser:
     onnx.add_argument("--model-uri", help="default: models:/<registered_model_name>@<alias>")
     onnx.add_argument("--run-id", default="", help="run to log the files to (default: the version's run)")
     onnx.set_defaults(func=cmd_export_onnx)
+    seal = sub.add_parser("seal", help="log the integrity manifest of a version registered before sealing")
+    _add_config_args(seal)
+    seal.add_argument("--version", required=True, help="the version to seal (check it first)")
+    seal.set_defaults(func=cmd_seal)
 
     predict = _batch_parser(
         sub, "predict", "score a CSV / TSV / JSONL / Parquet file of reviews; Parquet / CSV / JSONL out",

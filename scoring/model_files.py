@@ -19,6 +19,8 @@ from mlflow.exceptions import MlflowException
 from transformers import AutoTokenizer
 
 from scoring.config import CONFIG_KEY, ScoringConfig
+from scoring.identity import resolve_version
+from scoring.integrity import MODEL_PREFIX, check_model_folder, check_version_files
 
 DOWNLOAD_PREFIX = "model-download-"  # the temporary folders a load downloads into (removed once it is loaded)
 
@@ -35,6 +37,7 @@ def load_components(uri: str) -> tuple[Any, Any]:
             # the whole model at once, then read in place: load_model(uri, dst_path=…) still downloads MLmodel
             # into a temporary folder of its own, and leaves it
             local = mlflow.artifacts.download_artifacts(artifact_uri=uri, dst_path=tmp)
+            check_model_folder(resolve_version(uri), local)  # a sealed version's files as registered, or refused
             parts = mlflow.transformers.load_model(local, return_type="components")
     return parts["model"], parts["tokenizer"]
 
@@ -61,7 +64,13 @@ def load_tokenizer_and_scoring(model_uri: str, **overrides: Any) -> tuple[Any, S
         if "transformers" not in flavors:
             raise ValueError(f"{model_uri} is not an MLflow transformers model "
                              f"(flavors: {', '.join(flavors) or 'none'})")
-        tokenizer = AutoTokenizer.from_pretrained(str(model_file(model_uri, "components/tokenizer", tmp)))
-        config = json.loads(model_file(model_uri, "model/config.json", tmp).read_text())
+        tokenizer_dir = model_file(model_uri, "components/tokenizer", tmp)
+        config_file = model_file(model_uri, "model/config.json", tmp)
+        if not Path(model_uri).is_dir():  # what is read, checked against the sealed version's manifest
+            files = {f"{MODEL_PREFIX}components/tokenizer/{p.relative_to(tokenizer_dir).as_posix()}": p
+                     for p in tokenizer_dir.rglob("*") if p.is_file()}
+            check_version_files(resolve_version(model_uri), {**files, f"{MODEL_PREFIX}model/config.json": config_file})
+        tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
+        config = json.loads(config_file.read_text())
     holder = SimpleNamespace(config=SimpleNamespace(**{k: v for k, v in config.items() if k == CONFIG_KEY}))
     return tokenizer, ScoringConfig.from_model(holder, **overrides)

@@ -25,6 +25,7 @@ import onnxruntime as ort
 
 from scoring.config import ScoringConfig
 from scoring.identity import resolve_version
+from scoring.integrity import check_version_files, onnx_key
 from scoring.labels import POSITIVE
 from scoring.machine import cores
 from scoring.model_files import load_components, load_tokenizer_and_scoring
@@ -254,6 +255,7 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
         with tempfile.TemporaryDirectory(prefix="onnx-download-") as tmp:
             path = mlflow.artifacts.download_artifacts(
                 artifact_uri=f"runs:/{logged_run}/{mv.tags[ONNX_PATHS[quantized]]}", dst_path=tmp)
+            check_version_files(mv, {onnx_key(quantized): path})  # the graph that was sealed, or refused
             sessions = make_sessions(path, threads, parallel)
         return scorer(sessions)
     where = f"{mv.name} v{mv.version}" if mv is not None else model_uri

@@ -27,10 +27,10 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 
-LEARNED_CACHE = "learned-store-v8"  # bump when what the fixture stores changes (v2: ONNX export, v3: profile,
+LEARNED_CACHE = "learned-store-v9"  # bump when what the fixture stores changes (v2: ONNX export, v3: profile,
 # v4: windows without overlap, aggregation and long-text threshold chosen on validation, v5: transformers.Trainer,
 # v6: the recipe's batches and random draws on the Trainer, v7: the ONNX export with eager attention, v8: the
-# subjectivity head and the aggregations that weigh windows by it)
+# subjectivity head and the aggregations that weigh windows by it, v9: sealed with an integrity manifest)
 LEARNED_PARAMS = {
     "max_train_samples": 3000,
     "epochs": 2,

@@ -21,7 +21,7 @@ from pipelines.config import build_config
 from pipelines.data.split import load_splits
 from pipelines.evaluate.testset import evaluate_scorer
 from pipelines.monitor import reference_store
-from pipelines.registry import promotion, versions
+from pipelines.registry import promotion, sealing, versions
 from pipelines.train import model_logging, onnx_logging, trainer
 from scoring import tracking
 from scoring.identity import model_uri
@@ -66,6 +66,7 @@ def build_store(root: Path, params: dict[str, Any], run_name: str = "small-model
         mv = model_logging.log_and_register(result, splits, cfg.registered_model_name, cfg.model_name)
         reference_store.log_for_version(result.scorer(), splits, mv, run_id)
         onnx_logging.log_onnx(model_uri(mv.name, mv.version), run_id)
+        sealing.seal(mv.name, mv.version)
         metrics = evaluate_scorer(result.scorer(), splits.test).metrics
         versions.record_evaluation(mv.name, mv.version, metrics, splits.digest, run_id)
         gate = cfg.gate.model_copy(update={"model_version": str(mv.version)})
