@@ -5,10 +5,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed-stamp
 PORT   ?= 8000
 MLFLOW_PORT ?= 5000
+# make orchestrate: the Dagster home (instance storage, run logs; git-ignored) and the UI address
+DAGSTER_HOME ?= $(CURDIR)/.dagster
+DAGSTER_HOST ?= 127.0.0.1
+DAGSTER_PORT ?= 3000
 # extra arguments, e.g. make pipeline ARGS="-p epochs 2"
 ARGS   ?=
 
-.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout mpnet feedback predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
+.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift orchestrate heldout mpnet feedback predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -48,6 +52,11 @@ monitor: $(STAMP)  ## drift check of production traffic; JSON verdict, exit 0 ok
 
 retrain-if-drift: $(STAMP)  ## monitor; on drift run train → evaluate → promote (see docs/monitoring.md)
 	$(BIN)/python -m pipelines retrain-if-drift $(ARGS)
+
+orchestrate: $(STAMP)  ## Dagster UI + daemon: scheduled monitor, retrain on drift (DAGSTER_HOME=.dagster; docs/orchestration.md)
+	mkdir -p $(DAGSTER_HOME) && cp deploy/dagster/dagster.yaml $(DAGSTER_HOME)/dagster.yaml
+	DAGSTER_HOME=$(DAGSTER_HOME) $(BIN)/dagster dev -m pipelines.orchestrate.definitions \
+		--host $(DAGSTER_HOST) --port $(DAGSTER_PORT) $(ARGS)
 
 feedback: $(STAMP)  ## review feedback before it trains: ARGS="list" / "accept 3 4" / "reject 5" / "purge" (docs/security.md)
 	$(BIN)/python -m pipelines feedback $(ARGS)

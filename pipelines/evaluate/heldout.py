@@ -22,9 +22,12 @@ records ``heldout.<set>.*`` tags on the version.
 
 from __future__ import annotations
 
+import argparse
 import base64
+import contextlib
 import hashlib
 import json
+import sys
 import tarfile
 import urllib.request
 from pathlib import Path
@@ -32,11 +35,19 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from pipelines import shell
+from pipelines.config import ConfigError, PipelineConfig
 from pipelines.data.plots import plot_part
+from pipelines.data.split import load_splits
 from pipelines.evaluate.baselines import fit_tfidf_logreg
-from pipelines.evaluate.full_reviews import build_full_reviews
+from pipelines.evaluate.full_reviews import build_full_reviews, by_length
 from pipelines.evaluate.long_texts import paragraphs
 from pipelines.evaluate.metrics import classification_metrics, majority_baseline
+from pipelines.registry import versions
+from pipelines.train import devices
+from scoring import tracking
+from scoring.identity import resolve_version
+from scoring.runtimes import load_scorer
 from scoring.tracking import state_dir
 
 PACKAGE = "sentiment"
@@ -141,3 +152,36 @@ def tags_for(table: pd.DataFrame, backend: str, lengths: pd.DataFrame | None = N
         for metric in ("accuracy", "answered_positive"):
             tags[f"{TAG}.imdb_full.{str(bucket).replace(' ', '_').replace(',', '')}.{metric}"] = f"{row[metric]:.6f}"
     return tags
+
+
+def score_version(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """``python -m pipelines heldout``: score a version on the held-out sets; record the figures on it."""
+    device = devices.inference_device(cfg.device)  # where --backend torch scores (ONNX runs on the CPU)
+    tracking.setup(cfg.tracking_uri)
+    uri = shell.model_uri(args, cfg)
+    try:
+        archive = fetch(args.archive)
+    except HeldoutError as err:
+        raise ConfigError(str(err)) from None
+    except OSError as err:
+        raise ConfigError(f"cannot download {TARBALL_URL} ({err}); pass --archive PATH to a copy") from None
+    sets = {name: load_set(archive, name) for name in SETS}
+    train = load_splits(cfg.data).train
+    with contextlib.redirect_stdout(sys.stderr):
+        scorer = load_scorer(uri, args.backend)
+        if args.backend == "torch":
+            scorer.model.to(device)
+        table = evaluate(scorer, train, sets, cfg.seed)
+        reviews = full_reviews(sets["imdb"])
+        texts = reviews["text"].tolist()
+        lengths = by_length(texts, reviews["label"].to_numpy(), scorer.predict_proba(texts))
+    mv = resolve_version(uri)
+    if mv is not None:
+        versions.set_tags(mv.name, mv.version, tags_for(table, args.backend, lengths))
+    print(f"{uri}{f' (v{mv.version})' if mv is not None else ''}, backend {args.backend}, "
+          f"baselines trained on the {len(train)} training texts of {cfg.dataset}:")
+    print(table.round(4).to_string(index=False))
+    print(f"\nIMDb users' sentences made into {len(reviews)} full reviews (with plot summaries), by length in "
+          "characters:")
+    print(lengths.round(4).to_string())
+    return 0

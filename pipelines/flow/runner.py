@@ -160,21 +160,14 @@ def run_step(
     return json.loads(result_path.read_text()) if result_path.exists() else {}
 
 
-def run_pipeline(
+def open_pipeline(
     cfg: PipelineConfig,
     steps: Sequence[str] = FLOWS["training"],
     output_dir: Path | None = None,
     notebooks_dir: Path = NOTEBOOKS_DIR,
-    progress: bool = True,
     tags: dict[str, str] | None = None,
-) -> PipelineResult:
-    """Check the parameters, then run ``steps`` in order under one parent run (with extra ``tags``).
-
-    A given parameter that none of ``steps`` takes, or a notebook that does not declare what its step
-    takes, is refused (ConfigError) before anything runs.
-    A failing step marks its run and the parent FAILED and stops the pipeline
-    (later steps never run, so the alias cannot move) by raising StepFailed.
-    """
+) -> tuple[list[Step], PipelineResult]:
+    """Check the parameters and notebooks of ``steps``, then open the parent run; return the plan and result."""
     plan = steps_of(steps)
     check_parameters(cfg, plan)
     for step in plan:  # all of them before the first one runs
@@ -193,22 +186,47 @@ def run_pipeline(
     out.mkdir(parents=True, exist_ok=True)
     for key, value in cfg.model_dump().items():
         client.log_param(parent_id, key, value)
-    result = PipelineResult(parent_id, out)
-    given: dict[str, Any] = {}
-    try:
-        for step in plan:
-            step_result = run_step(step, cfg, parent_id, out, notebooks_dir, given, progress)
-            result.steps[step.name] = step_result
-            given.update(carried(step, step_result))
-    except BaseException:
-        client.set_terminated(parent_id, "FAILED")
-        raise
-    summary = out / "pipeline.json"
-    summary.write_text(json.dumps({"parent_run_id": parent_id, "steps": result.steps}, indent=2, default=str))
-    client.log_artifact(parent_id, str(summary))
+    return plan, PipelineResult(parent_id, out)
+
+
+def close_pipeline(plan: Sequence[Step], result: PipelineResult) -> None:
+    """Write and log pipeline.json, tag the parent with the steps' results, mark it FINISHED."""
+    client = MlflowClient()
+    summary = result.output_dir / "pipeline.json"
+    summary.write_text(json.dumps({"parent_run_id": result.parent_run_id, "steps": result.steps}, indent=2,
+                                  default=str))
+    client.log_artifact(result.parent_run_id, str(summary))
     for step in plan:
         for key in step.tags:
             if key in result.steps[step.name]:
-                client.set_tag(parent_id, key, str(result.steps[step.name][key]))
-    client.set_terminated(parent_id, "FINISHED")
+                client.set_tag(result.parent_run_id, key, str(result.steps[step.name][key]))
+    client.set_terminated(result.parent_run_id, "FINISHED")
+
+
+def run_pipeline(
+    cfg: PipelineConfig,
+    steps: Sequence[str] = FLOWS["training"],
+    output_dir: Path | None = None,
+    notebooks_dir: Path = NOTEBOOKS_DIR,
+    progress: bool = True,
+    tags: dict[str, str] | None = None,
+) -> PipelineResult:
+    """Check the parameters, then run ``steps`` in order under one parent run (with extra ``tags``).
+
+    A given parameter that none of ``steps`` takes, or a notebook that does not declare what its step
+    takes, is refused (ConfigError) before anything runs.
+    A failing step marks its run and the parent FAILED and stops the pipeline
+    (later steps never run, so the alias cannot move) by raising StepFailed.
+    """
+    plan, result = open_pipeline(cfg, steps, output_dir, notebooks_dir, tags)
+    given: dict[str, Any] = {}
+    try:
+        for step in plan:
+            step_result = run_step(step, cfg, result.parent_run_id, result.output_dir, notebooks_dir, given, progress)
+            result.steps[step.name] = step_result
+            given.update(carried(step, step_result))
+    except BaseException:
+        MlflowClient().set_terminated(result.parent_run_id, "FAILED")
+        raise
+    close_pipeline(plan, result)
     return result

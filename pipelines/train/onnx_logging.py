@@ -11,6 +11,7 @@ version registered without it.
 
 from __future__ import annotations
 
+import argparse
 import importlib.metadata as md
 import tempfile
 from collections.abc import Sequence
@@ -22,7 +23,10 @@ import onnxruntime as ort
 import torch
 from mlflow import MlflowClient
 
+from pipelines import shell
+from pipelines.config import ConfigError, PipelineConfig
 from pipelines.registry import versions
+from scoring import tracking
 from scoring.identity import model_uri, resolve_version
 from scoring.model_files import load_components
 from scoring.onnx_convert import FILES, ONNX_DIR, OPSET, export_onnx, forward_input_names, quantize_int8
@@ -103,3 +107,13 @@ def log_onnx(uri: str, run_id: str = "", opset: int = OPSET) -> dict[str, str]:
     }
     versions.set_tags(mv.name, mv.version, tags)
     return tags
+
+
+def export_command(cfg: PipelineConfig, args: argparse.Namespace) -> int:
+    """``python -m pipelines export-onnx``: export a registered version (fp32 + int8), log the files, tag it."""
+    tracking.setup(cfg.tracking_uri)
+    try:
+        shell.print_json(log_onnx(shell.model_uri(args, cfg), args.run_id))
+    except ValueError as err:
+        raise ConfigError(f"--model-uri: {err}") from None
+    return 0

@@ -1,0 +1,1 @@
+"""The pipeline on Dagster (the optional ``[orchestrate]`` extra): definitions generated from the flow tables."""
