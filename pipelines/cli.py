@@ -381,6 +381,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     params = sub.add_parser("params", help="print every parameter with its default")
     params.set_defaults(func=cmd_params)
+
+    sweep = sub.add_parser("sweep", help="a parameter sweep of the train step in one Optuna study (docs/sweeps.md)")
+    from pipelines.sweep import command as sweep_command  # here: the hook stays a few lines
+    sweep_command.add_arguments(sweep)
+    sweep.set_defaults(func=lambda args: sweep_command.cmd_sweep(args))
     return parser
 
 
