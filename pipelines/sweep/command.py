@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import subprocess
 import sys
 from datetime import UTC, datetime
@@ -116,9 +117,11 @@ def work(study: optuna.Study, storage: str, output_dir: Path) -> int:
 
 
 def _spawn(study: optuna.Study, storage: str, args: argparse.Namespace, count: int) -> list[subprocess.Popen]:
-    command = [sys.executable, "-m", "pipelines", "sweep", "--resume", study.study_name, "--storage", storage,
-               "--worker", "--output-dir", str(args.output_dir_path)]
-    return [subprocess.Popen(command) for _ in range(count)]
+    """``count`` more workers on this machine; the storage URL (a password in it) goes by the environment."""
+    command = [sys.executable, "-m", "pipelines", "sweep", "--resume", study.study_name, "--worker",
+               "--output-dir", str(args.output_dir_path)]
+    env = {**os.environ, studies.STORAGE_ENV: storage}
+    return [subprocess.Popen(command, env=env) for _ in range(count)]
 
 
 def register_best(study: optuna.Study) -> dict[str, Any]:
