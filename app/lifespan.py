@@ -1,11 +1,14 @@
 """The app's lifespan: load the model before serving, poll its alias while serving, flush the log on shutdown.
 
 Startup configures logging and the runtimes (torch threads, no progress bars), points
-MLflow at the tracking store, starts the inference log writer, and loads the model
+MLflow at the tracking store, starts the inference log store (:class:`app.logwriter.LogStore`:
+a log database that is down does not stop the start, the store retries in the background and
+purges old rows once it is reached), loads the model
 on a one-thread executor (one load at a time, never on the event loop); while serving,
 a task reloads every ``RELOAD_INTERVAL_S`` seconds (± ``RELOAD_JITTER``, so replicas
 started together do not poll the registry together) when the alias moved.  What it
-creates lives on ``app.state``: ``manager``, ``writer``, ``loader``.
+creates lives on ``app.state``: ``manager``, ``writer`` (the log store while INFERENCE_LOG is on, else None),
+``loader``; ``gc.freeze()`` after the load keeps the model's objects out of later collections (flat RSS).
 
 Shutdown (after uvicorn has finished the requests in flight) stops polling, scores what
 the micro-batcher still holds, and flushes the inference log.
@@ -14,6 +17,7 @@ the micro-batcher still holds, and flushes the inference log.
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import random
 from collections.abc import AsyncIterator
@@ -22,7 +26,7 @@ from contextlib import asynccontextmanager, suppress
 
 from fastapi import FastAPI
 
-from app.logwriter import InferenceLogWriter
+from app.logwriter import LogStore
 from app.model import ModelManager
 from app.settings import Settings
 from app.telemetry import ServingMetrics
@@ -48,15 +52,16 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     metrics: ServingMetrics = app.state.metrics
     _configure_runtime(settings.torch_threads)
     tracking.setup(settings.tracking_uri)
-    logdb = app.state.logdb = inference_log.connect(settings.inference_db_target)  # fail now, not at a request
-    log.info("inference log and feedback: %s", logdb.url)
-    purged = inference_log.purge(logdb, inference_log.cutoff(settings.feedback_retention_days),
-                                 inference_log.cutoff(settings.inference_log_retention_days))
-    log.info("retention: deleted %d feedback rows, %d prediction rows", purged["feedback"], purged["predictions"])
-    writer = None
-    if settings.inference_log:
-        writer = InferenceLogWriter(logdb, settings.log_queue_size, metrics.log_dropped.inc)
-        metrics.log_queue.set_function(writer.queue.qsize)
+    logstore: LogStore = app.state.logstore
+
+    def purge(db: inference_log.LogDatabase) -> None:
+        purged = inference_log.purge(db, inference_log.cutoff(settings.feedback_retention_days),
+                                     inference_log.cutoff(settings.inference_log_retention_days))
+        log.info("retention: deleted %d feedback rows, %d prediction rows", purged["feedback"], purged["predictions"])
+
+    logstore.on_connect = purge
+    await asyncio.get_running_loop().run_in_executor(None, logstore.start)  # never raises: a down DB is retried
+    writer = logstore if settings.inference_log else None
     manager = ModelManager(
         settings,
         on_change=lambda model: metrics.model_changed(model, settings.backend),
@@ -66,6 +71,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     app.state.manager, app.state.writer, app.state.loader = manager, writer, executor
     loop = asyncio.get_running_loop()
     await loop.run_in_executor(executor, manager.reload, "startup")
+    gc.freeze()  # what the load built is never collected again: later collections stay short, RSS flat
     poller = None
     if settings.reload_interval_s > 0:
         poller = asyncio.create_task(_poll(manager, settings.reload_interval_s, settings.reload_jitter, executor))
@@ -79,9 +85,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         executor.shutdown(wait=False, cancel_futures=True)
         if app.state.batcher is not None:
             await app.state.batcher.aclose()
-        if writer:
-            writer.close()
-        logdb.close()
+        logstore.close()
 
 
 def poll_delay(interval: float, jitter: float) -> float:

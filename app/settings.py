@@ -26,6 +26,12 @@ def _default_threads() -> int:
     return max(1, min(2, os.cpu_count() or 1))
 
 
+def _per_core(n: int) -> int:
+    """``n`` per core this process may run on (its CPU affinity, else the machine's count)."""
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    return n * max(1, cores)
+
+
 class Settings(BaseSettings):
     """Every knob of the server (environment variable = field name upper-cased)."""
 
@@ -93,13 +99,27 @@ class Settings(BaseSettings):
         description="score concurrent requests together, waiting up to N ms for more (a lone one never waits); 0 = off",
     )
     max_body_bytes: int = Field(1_048_576, ge=1)
+    max_concurrency: int = Field(
+        default_factory=lambda: _per_core(4), ge=1,
+        description="scoring requests run at once (default 4 per core); see MAX_QUEUE",
+    )
+    max_queue: int = Field(
+        default_factory=lambda: _per_core(2), ge=0,
+        description="scoring requests waiting for a slot (default 2 per core); beyond, 503 with Retry-After at once",
+    )
+    request_timeout_s: float = Field(30.0, gt=0, description="a scoring request unanswered this long gets 504")
+    retry_after_s: int = Field(1, ge=0, description="Retry-After of an overload 503")
     inference_db: str = Field(
         "", description="inference log + feedback: a SQLite file, or a database URL shared by replicas "
         "(postgresql://user@host/db; password in INFERENCE_DB_PASSWORD[_FILE]); '' = the default file",
     )
     inference_log: bool = True
     log_raw_text: bool = False
-    log_queue_size: int = Field(10_000, ge=1, description="rows buffered for the log writer before dropping")
+    log_queue_size: int = Field(
+        10_000, ge=1, description="prediction rows buffered for the log writer (also while its database is down) "
+                                  "before dropping (counted)",
+    )
+    log_retry_s: float = Field(5.0, gt=0, description="retry period of an unreachable inference log database")
     # long-text scoring: None = what the model was saved with
     long_text_strategy: str | None = Field(None, pattern=LONG_TEXT_PATTERN)
     window_stride: int | None = Field(None, ge=0)

@@ -59,8 +59,21 @@ class ServingMetrics:
         self.log_dropped = Counter("sentiment_inference_log_dropped", "Log rows dropped (queue full or write error)",
                                    registry=r)
         self.log_queue = Gauge("sentiment_inference_log_queue", "Log rows waiting for the writer", registry=r)
+        self.rejected = Counter("sentiment_requests_rejected", "Scoring requests refused (overload: 503) or timed "
+                                "out (timeout: 504)", ["reason"], registry=r)
+        self.in_flight = Gauge("sentiment_requests_in_flight", "Scoring requests running (admitted)", registry=r)
+        self.waiting = Gauge("sentiment_requests_waiting", "Scoring requests waiting for a slot", registry=r)
+        self.degraded = Gauge("sentiment_degraded", "1 while a component is unavailable (the API still serves)",
+                              ["component"], registry=r)
         self.model_version.set(-1)
         self.model_loaded.set(0)
+
+    def watch_admission(self, admission: Any, logstore: Any) -> None:
+        """Read the admission controller's counts and the log store's state at each scrape."""
+        self.in_flight.set_function(lambda: admission.running)
+        self.waiting.set_function(lambda: admission.waiting)
+        self.degraded.labels(component="inference_log").set_function(lambda: float(logstore.degraded))
+        self.log_queue.set_function(logstore.queue.qsize)
 
     def model_changed(self, model: LoadedModel, backend: str) -> None:
         ident = model.identity

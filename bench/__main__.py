@@ -19,10 +19,12 @@ ORDER = ("quality", "serving", "long_reviews", "training", "overhead", "replicas
 # run only when named: batch is about an hour (a file of 1M reviews), `make bench ARGS=batch`; team_stack
 # about 15 minutes (the tiny pipeline twice against the team stack and twice against SQLite, docs/team.md)
 # train_engine about 8 minutes (the old loop vs transformers.Trainer, one epoch each, twice)
-EXTRA = ("batch", "team_stack", "train_engine")
+# overload about 8 minutes (8/64/256 clients × 60 s, with PostgreSQL up, then stopped mid-run)
+EXTRA = ("batch", "team_stack", "train_engine", "overload")
 # safety limits in seconds (full runs take about 2, 5, 5, 8, 4, 9 and 60 minutes on 2 cores; longer on a busy machine)
 LIMITS = {"quality": 600, "serving": 900, "long_reviews": 900, "training": 1500, "overhead": 900, "replicas": 1500,
-          "batch": 3 * 3600, "team_stack": 3600, "train_engine": 3600}
+          "batch": 3 * 3600, "team_stack": 3600, "train_engine": 3600,
+          "overload": 1500}
 
 
 def run(name: str, env: dict[str, str]) -> int:

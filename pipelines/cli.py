@@ -25,7 +25,7 @@ from pipelines.flow.runner import StepFailed, run_pipeline
 from pipelines.flow.steps import FLOWS
 from pipelines.monitor import reference_store
 from pipelines.monitor.verdict import exit_code
-from pipelines.registry import model_folder, rollback, versions
+from pipelines.registry import audit, model_folder, rollback, versions
 from pipelines.train import devices, onnx_logging
 from scoring import inference_log, tracking
 from scoring.config import BACKEND_NAMES, DEFAULT_BACKEND, ScoringConfig
@@ -87,16 +87,17 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_rollback(args: argparse.Namespace) -> int:
-    cfg = _config(args, "tracking", "registry")
+    cfg = _config(args, "tracking", "registry", "lock")
     tracking.setup(cfg.tracking_uri)
-    old, new = rollback.rollback(cfg.registered_model_name, cfg.alias, args.to_version or "")
+    old, new = rollback.rollback(cfg.registered_model_name, cfg.alias, args.to_version or "", cfg.lock)
     print(f"{cfg.registered_model_name}@{cfg.alias}: v{old} -> v{new}")
     return 0
 
 
 def cmd_history(args: argparse.Namespace) -> int:
-    cfg = _config(args, "tracking", "registered_model_name")
+    cfg = _config(args, "tracking", "registered_model_name", "lock")
     tracking.setup(cfg.tracking_uri)
+    audit.repair_now(cfg.registered_model_name, cfg.lock)
     print(json.dumps(versions.history(cfg.registered_model_name), indent=2))
     return 0
 

@@ -49,6 +49,15 @@ class RegistrySection(_Section):
     alias: str = Field("production", min_length=1)
 
 
+class LockSection(_Section):
+    """The registry lock that serialises promotions and rollbacks (:mod:`pipelines.registry.lock`)."""
+
+    lock_timeout: float = Field(60.0, ge=0, le=86400, description="seconds to wait for another promotion or "
+                                "rollback to finish before giving up with an error naming it")
+    lock_lease: float = Field(600.0, gt=0, le=86400, description="seconds after which a lock whose holder "
+                              "died (on another machine) may be broken")
+
+
 class DataSection(_Section):
     """The labelled texts and their fixed split."""
 
@@ -117,6 +126,11 @@ class TrainSection(_Section):
     distill_alpha: float = Field(0.5, ge=0, le=1, description="weight of the soft targets in the student's loss "
                                                                "(the rest: the labels)")
     distill_learning_rate: float = Field(1e-4, gt=0, lt=1, description="the student's peak learning rate")
+    teacher_model: str = Field("", description="a teacher of any encoder (local folder, hub id or embedded name such "
+                               "as all-mpnet-base-v2) fine-tuned, then distilled through its logits into model_name's "
+                               "first distill_layers layers; '' = model_name itself teaches")
+    teacher_from: str = Field("", description="an MLflow run id whose logged teacher/ (its logits over the training "
+                                              "texts) teaches the student, without fine-tuning a teacher again")
 
 
 class GateSection(_Section):
@@ -177,14 +191,14 @@ def _one_of(value: str, names: tuple[str, ...]) -> str:
 
 
 SECTIONS: dict[str, type[BaseModel]] = {
-    "tracking": TrackingSection, "registry": RegistrySection, "data": DataSection, "feedback": FeedbackSection,
-    "train": TrainSection,
+    "tracking": TrackingSection, "registry": RegistrySection, "lock": LockSection, "data": DataSection,
+    "feedback": FeedbackSection, "train": TrainSection,
     "scoring": ScoringConfig, "gate": GateSection, "monitor": MonitorSection,
 }
 
 
 class PipelineConfig(MonitorSection, GateSection, ScoringConfig, TrainSection, FeedbackSection, DataSection,
-                     RegistrySection, TrackingSection):
+                     LockSection, RegistrySection, TrackingSection):
     """Every parameter of the pipeline, with its default: the sections above, flat (fields in section order)."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
@@ -200,6 +214,10 @@ class PipelineConfig(MonitorSection, GateSection, ScoringConfig, TrainSection, F
     @property
     def registry(self) -> RegistrySection:
         return self.section(RegistrySection)
+
+    @property
+    def lock(self) -> LockSection:
+        return self.section(LockSection)
 
     @property
     def data(self) -> DataSection:

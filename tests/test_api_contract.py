@@ -201,9 +201,9 @@ def test_the_schema_documents_every_status_the_api_returns(tmp_path):
     statuses = {(method.upper(), path): set(op["responses"]) for path, ops in paths.items() for method, op in
                 ops.items()}
     assert statuses == {
-        ("POST", "/predict"): {"200", "413", "422", "503"},
-        ("POST", "/predict/batch"): {"200", "413", "422", "503"},
-        ("POST", "/feedback"): {"201", "401", "403", "413", "422", "429"},
+        ("POST", "/predict"): {"200", "413", "422", "503", "504"},
+        ("POST", "/predict/batch"): {"200", "413", "422", "503", "504"},
+        ("POST", "/feedback"): {"201", "401", "403", "413", "422", "429", "503"},
         ("GET", "/health"): {"200"},
         ("GET", "/ready"): {"200", "503"},
         ("GET", "/model"): {"200"},

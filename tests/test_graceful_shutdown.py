@@ -47,7 +47,7 @@ def test_sigterm_drains_finishes_in_flight_requests_and_flushes_the_log(learned_
     server = app_main_server(tmp_path / "server.log", {
         "MLFLOW_TRACKING_URI": learned_tracking.tracking_uri, "RELOAD_INTERVAL_S": "0", "INFERENCE_DB": str(db),
         "TORCH_THREADS": "1", "MICRO_BATCH_MS": "200", "MAX_BATCH": "8", "DRAIN_S": str(DRAIN_S),
-        "GRACEFUL_TIMEOUT_S": str(GRACEFUL_S),
+        "GRACEFUL_TIMEOUT_S": str(GRACEFUL_S), "MAX_QUEUE": "64",  # the burst of 40 is admitted whole
     })
     with server:
         server.wait_ready()

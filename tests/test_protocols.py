@@ -95,7 +95,7 @@ def expected(server):
 @pytest.mark.e2e
 def test_ready_and_model_report_the_version_in_body_and_header(server):
     ready = server.client.get("/ready")
-    assert ready.json() == {"status": "ready", "model_version": "1", "last_reload_error": None}
+    assert ready.json() == {"status": "ready", "model_version": "1", "last_reload_error": None, "degraded": []}
     assert ready.headers["X-Model-Version"] == "1" and server.client.get("/model").json()["version"] == "1"
     batch = server.client.post("/predict/batch", json={"texts": TEXTS[:2]})
     assert batch.headers["X-Model-Version"] == batch.json()["model_version"] == "1"

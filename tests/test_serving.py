@@ -48,7 +48,10 @@ def store(learned_store, tmp_path_factory):
 @pytest.fixture(scope="module")
 def servers(store):
     folder, uri, _ = store
-    common = {"MLFLOW_TRACKING_URI": uri, "SENTIMENT_MLOPS_HOME": str(folder), "TORCH_THREADS": "1"}
+    # MAX_QUEUE: the reload tests send bursts of 50 requests, all of which must be answered (admission is
+    # tests/test_overload.py's)
+    common = {"MLFLOW_TRACKING_URI": uri, "SENTIMENT_MLOPS_HOME": str(folder), "TORCH_THREADS": "1",
+              "MAX_QUEUE": "100"}
     api = Server({**common, "ADMIN_TOKEN": TOKEN, "RELOAD_INTERVAL_S": "0", "INFERENCE_DB": str(folder / "api.db"),
                   "FEEDBACK_TOKENS": FEEDBACK_TOKEN}, folder / "api.log")
     poller = Server({**common, "ADMIN_TOKEN": "", "RELOAD_INTERVAL_S": "1", "INFERENCE_DB": str(folder / "poller.db")},
@@ -94,7 +97,8 @@ def metric_value(server: Server, name: str, **labels: str) -> float:
 # -- serving ----------------------------------------------------------------------------------
 def test_health_ready_and_model_info(api):
     assert api.client.get("/health").json() == {"status": "ok"}
-    assert api.client.get("/ready").json() == {"status": "ready", "model_version": "1", "last_reload_error": None}
+    assert api.client.get("/ready").json() == {"status": "ready", "model_version": "1", "last_reload_error": None,
+                                               "degraded": []}
     info = api.client.get("/model", headers=AUTH).json()  # the run id and URI: admin callers only (test_exposure)
     assert info["loaded"] and (info["name"], info["version"], info["alias"]) == ("sentiment", "1", "production")
     assert info["run_id"] and info["loaded_at"] and info["last_reload_error"] is None

@@ -11,20 +11,17 @@ from __future__ import annotations
 
 import math
 import secrets
-import threading
 from typing import Annotated, Any
 
 from fastapi import Depends, HTTPException, Request, Response, status
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from app import clients
+from app.logwriter import LogStore
 from app.model import LoadedModel, ModelManager
 from app.schemas import ErrorMessage
 from app.settings import Settings
 from app.telemetry import ServingMetrics
-from scoring import inference_log
-
-_open_log = threading.Lock()
 
 
 async def get_settings(request: Request) -> Settings:
@@ -42,17 +39,24 @@ async def get_metrics(request: Request) -> ServingMetrics:
     return request.app.state.metrics
 
 
-def get_log_db(request: Request) -> inference_log.LogDatabase:
-    """The inference log's database, opened once per app (by the lifespan, else here on first use)."""
-    state = request.app.state
-    with _open_log:
-        if state.logdb is None:
-            state.logdb = inference_log.connect(state.settings.inference_db_target)
-    return state.logdb
+async def get_logstore(request: Request) -> LogStore:
+    """The inference log and feedback store (its database opened by the lifespan, else by the first write)."""
+    return request.app.state.logstore
+
+
+def degraded(request: Request) -> list[str]:
+    """The components down while the API still serves (``/ready``'s ``degraded``): ``inference_log``."""
+    return ["inference_log"] if request.app.state.logstore.degraded else []
 
 
 # what routes add to their OpenAPI responses: served_model's 503, BodyLimitMiddleware's 413 (any POST)
 NO_MODEL: dict[int | str, dict[str, Any]] = {503: {"model": ErrorMessage, "description": "no model loaded (yet)"}}
+# the scoring routes' 503 and 504 (app.admission: MAX_CONCURRENCY + MAX_QUEUE, REQUEST_TIMEOUT_S)
+SCORING_LIMITS: dict[int | str, dict[str, Any]] = {
+    503: {"model": ErrorMessage, "description": "no model loaded (yet), or overloaded: MAX_CONCURRENCY + MAX_QUEUE "
+                                                "scoring requests in flight (see Retry-After)"},
+    504: {"model": ErrorMessage, "description": "not scored within REQUEST_TIMEOUT_S"},
+}
 BODY_TOO_LARGE: dict[int | str, dict[str, Any]] = {
     413: {"model": ErrorMessage, "description": "request body over MAX_BODY_BYTES"},
 }
@@ -151,7 +155,7 @@ def feedback_sender(
 SettingsDep = Annotated[Settings, Depends(get_settings)]
 ManagerDep = Annotated[ModelManager, Depends(get_manager)]
 MetricsDep = Annotated[ServingMetrics, Depends(get_metrics)]
-LogDbDep = Annotated[inference_log.LogDatabase, Depends(get_log_db)]
+LogStoreDep = Annotated[LogStore, Depends(get_logstore)]
 ServedModel = Annotated[LoadedModel, Depends(served_model)]
 AdminCaller = Annotated[bool, Depends(is_admin)]
 FeedbackSender = Annotated[str, Depends(feedback_sender)]

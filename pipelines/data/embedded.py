@@ -32,8 +32,12 @@ def rotten_tomatoes_csv() -> Path:
 
 
 def resolve_model_name(model_name: str) -> str:
-    """``embedded:…`` → the local folder; anything else (hub id, local path) unchanged."""
+    """``embedded:…`` (and all-mpnet-base-v2, once assembled) → the local folder; else (hub id, path) unchanged."""
     if model_name == EMBEDDED_MODEL:
         return str(embedded_model_dir())
+    if model_name in ("all-mpnet-base-v2", "embedded:all-mpnet-base-v2"):  # assembled by `make mpnet`
+        from pipelines.data import mpnet
+
+        return str(mpnet.model_dir())
     return model_name
 

@@ -9,7 +9,7 @@ train       tracking, data, train, scoring,              the dataset reads;     
                                                          num_processes, batch
 evaluate    tracking, data, registered_model_name,       the dataset reads;      model_version
             model_version, device                        the device
-promote     tracking, registry, data, gate               the dataset reads       model_version, promoted,
+promote     tracking, registry, lock, data, gate         the dataset reads       model_version, promoted,
                                                                                  decision
 monitor     tracking, registry, monitor, inference_db    the window, the files   verdict
 ==========  ===========================================  ======================  =============================
@@ -40,7 +40,9 @@ def _check_train(cfg: PipelineConfig) -> None:
     sources.validate(cfg.data)
     placement = devices.resolve(cfg.device, cfg.precision, cfg.num_processes)
     devices.per_device_batch(cfg.batch_size, cfg.gradient_accumulation_steps, placement)
-    if cfg.distill_layers:
+    if cfg.teacher_model or cfg.teacher_from:
+        distill.check_other_teacher(cfg.model_name, cfg.distill_layers, cfg.teacher_model, cfg.teacher_from)
+    elif cfg.distill_layers:
         distill.check_layers(cfg.model_name, cfg.distill_layers)
 
 
@@ -78,7 +80,7 @@ STEPS: dict[str, Step] = {step.name: step for step in (
          passes=("model_version",), tags=("model_version",)),
     Step("evaluate", ("tracking", "data", "registered_model_name", "model_version", "device"), _check_evaluate,
          passes=("model_version",), tags=("model_version",)),
-    Step("promote", ("tracking", "registry", "data", "gate"), _check_data,
+    Step("promote", ("tracking", "registry", "lock", "data", "gate"), _check_data,
          tags=("model_version", "promoted", "decision")),
     Step("monitor", ("tracking", "registry", "monitor", "inference_db"), _check_monitor, tags=("verdict",)),
 )}

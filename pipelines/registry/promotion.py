@@ -1,22 +1,20 @@
 """The promotion gate: candidate and champion scored on one test split, the rule applied, the alias moved last.
 
-The decision is written on the candidate (``promotion.*`` tags) whatever it is; the
-alias moves only when it says promote, and only to a READY version.
+The decision is written on the candidate (``promotion.*`` tags) whatever it is; the alias moves only when it
+says promote, only to a READY version, under the registry lock (:mod:`pipelines.registry.lock`), and only if
+production is still the champion the gate compared with (:mod:`pipelines.registry.audit`).
 """
 
 from __future__ import annotations
 
-import json
-from typing import Any
-
 from mlflow.entities.model_registry import ModelVersion
 
-from pipelines.config import DataSection, GateSection, RegistrySection
+from pipelines.config import DataSection, GateSection, LockSection, RegistrySection
 from pipelines.data.split import Splits, load_splits
 from pipelines.evaluate.testset import evaluate_scorer
 from pipelines.registry import versions
+from pipelines.registry.moves import apply_decision
 from pipelines.registry.rule import Decision, decide
-from scoring.clock import now
 from scoring.identity import RegistryError, model_uri
 from scoring.runtimes import load_scorer
 
@@ -50,7 +48,7 @@ def gather(gate: GateSection, data: DataSection, registry: RegistrySection,
 
 def decide_and_apply(
     gate: GateSection, registry: RegistrySection, candidate: ModelVersion, champion: ModelVersion | None,
-    scores: dict, run_id: str = "",
+    scores: dict, run_id: str = "", lock: LockSection | None = None,
 ) -> Decision:
     """Apply the gate and record it on the candidate; the alias moves last, only on success."""
     cand_scores = scores[f"candidate v{candidate.version}"]
@@ -66,26 +64,5 @@ def decide_and_apply(
         candidate_version=candidate.version, champion_version=champion.version if champion else None,
         backend=gate.promotion_backend,
     )
-    apply_decision(registry.registered_model_name, registry.alias, decision, run_id)
+    apply_decision(registry.registered_model_name, registry.alias, decision, run_id, lock)
     return decision
-
-
-def apply_decision(name: str, alias: str, decision: Decision, run_id: str = "") -> None:
-    """Record the decision on the candidate and, if promoted, move the alias (last)."""
-    mv = versions.client().get_model_version(name, decision.candidate_version)
-    if decision.promote and mv.status != "READY":
-        raise RegistryError(f"version {mv.version} is {mv.status}, not READY: alias {alias!r} not moved")
-    tags: dict[str, Any] = {
-        "promotion.decision": "promoted" if decision.promote else "rejected",
-        "promotion.reason": "; ".join(decision.reasons),
-        "promotion.metric": decision.metric,
-        "promotion.backend": decision.backend,
-        "promotion.deltas": json.dumps({k: round(v, 6) for k, v in decision.deltas.items()}),
-        "promotion.previous_production": decision.champion_version or "",
-        "promotion.time": now(),
-    }
-    if run_id:
-        tags["promotion.run_id"] = run_id
-    versions.set_tags(name, decision.candidate_version, tags)
-    if decision.promote:
-        versions.client().set_registered_model_alias(name, alias, decision.candidate_version)

@@ -46,6 +46,20 @@ def check_layers(model_name: str, layers: int) -> None:
                           "(0 turns distillation off)")
 
 
+def check_other_teacher(model_name: str, layers: int, teacher_model: str, teacher_from: str) -> None:
+    """A ConfigError naming the parameter unless another teacher can teach ``model_name``'s first ``layers``."""
+    if teacher_model and teacher_from:
+        raise ConfigError("parameter teacher_from: give teacher_model or teacher_from, not both")
+    name = "teacher_model" if teacher_model else "teacher_from"
+    if not layers:
+        raise ConfigError(f"parameter distill_layers: 0 distils nothing; {name} needs the student's layers "
+                          f"(1 to {model_name}'s {teacher_layers(model_name)})")
+    if layers > (full := teacher_layers(model_name)):
+        raise ConfigError(f"parameter distill_layers: {layers} is more than {model_name}'s {full} layers")
+    if teacher_model:
+        resolve_model_name(teacher_model)  # an embedded name not assembled yet: the error says how
+
+
 def load_student(folder: Path, layers: int, name_or_path: str) -> Any:
     """The teacher saved in ``folder``/teacher cut to its embeddings, first ``layers`` layers, pooler and head.
 

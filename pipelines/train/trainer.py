@@ -15,6 +15,7 @@ finished the same way and kept. The Trainer's set-up is :mod:`pipelines.train.en
 from __future__ import annotations
 
 import copy
+import os
 import random
 import shutil
 import tempfile
@@ -34,7 +35,7 @@ from pipelines.data.embedded import resolve_model_name
 from pipelines.data.split import Splits
 from pipelines.evaluate import aggregation, long_texts
 from pipelines.evaluate.metrics import best_threshold, classification_metrics
-from pipelines.train import devices, distill, subjectivity
+from pipelines.train import devices, distill, subjectivity, teachers
 from pipelines.train.callbacks import ARTIFACT_PATH, EpochRecords
 from pipelines.train.engine import AVERAGE_FROM_EPOCH, Fit, TokenizedTexts, selection_score, tokenized
 from scoring.config import ScoringConfig, save_scoring_config
@@ -73,13 +74,15 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
 
 
-def load_classifier(model_name: str) -> Any:
-    """``model_name``'s encoder with a fresh 2-label head (drawn from torch's random state)."""
+def load_classifier(model_name: str, **overrides: Any) -> Any:
+    """``model_name``'s encoder with a fresh 2-label head (drawn from torch's random state); ``overrides`` of its
+    config (``num_hidden_layers``: its first layers only)."""
     return AutoModelForSequenceClassification.from_pretrained(
         resolve_model_name(model_name),
         num_labels=2,
         id2label=dict(LABEL_NAMES),
         label2id={v: k for k, v in LABEL_NAMES.items()},
+        **overrides,
     )
 
 
@@ -128,6 +131,9 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     fit = Fit(args, placement, tokenizer, train_set, val_set, scoring, seed=seed, metric=metric, progress=progress,
                run_id=run_id)
     student_resume = resume if resume is not None and distill.is_student_checkpoint(resume) else None
+    if args.teacher_model or args.teacher_from:  # another encoder teaches, through its logits
+        return _distil_from_other(args, scoring, splits, fit, placement, output_dir, owned, resume,
+                                  seed=seed, metric=metric, progress=progress, run_id=run_id)
     if student_resume is None:  # the recipe: fine-tune the whole model
         stage = "teacher" if args.distill_layers else ""
         engine, records, seconds = fit(lambda: load_classifier(args.model_name), output_dir, resume, stage=stage)
@@ -152,6 +158,9 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
               f"{teacher_record['validation_metrics']['accuracy']:.4f}; distilling into {args.distill_layers} "
               f"of its layers", flush=True)
     soft = distill.teacher_logits(teacher_model, tokenizer, train_set.ids, fit.device(output_dir))
+    if run_id and _rank_zero():  # every distilling run logs its teacher's logits (teacher_from reuses them)
+        teachers.log(run_id, soft, {**teachers.identity(teacher_model, args.model_name), **teacher_record,
+                                    "texts_sha256": teachers.texts_digest(splits.train), "texts": len(splits.train)})
     del teacher_model
     fit.train_set = TokenizedTexts(train_set.ids, train_set.labels, soft)
     engine, records, seconds = fit(lambda: distill.load_student(teacher_folder, args.distill_layers,
@@ -169,13 +178,78 @@ def train(args: TrainSection, scoring: ScoringConfig, splits: Splits, *, seed: i
     return result
 
 
+def _rank_zero() -> bool:
+    return int(os.environ.get("RANK", "0")) == 0
+
+
+def _teacher_record(teacher: TrainResult) -> dict[str, Any]:
+    return {"layers": int(teacher.model.config.num_hidden_layers), "weights": teacher.weights,
+            "best_epoch": teacher.best_epoch, "threshold": teacher.threshold, "history": teacher.history,
+            "validation_metrics": teacher.validation_metrics, "train_seconds": teacher.train_seconds,
+            "steps": teacher.steps}
+
+
+def _distil_from_other(args: TrainSection, scoring: ScoringConfig, splits: Splits, fit: Fit,
+                       placement: devices.Placement, output_dir: Path, owned: bool, resume: Path | None, *,
+                       seed: int, metric: str, progress: bool, run_id: str) -> TrainResult | None:
+    """``teacher_model`` (fine-tuned here with its own tokenizer) or ``teacher_from`` (a logged teacher's logits)
+    teaches a student of ``model_name``'s first ``distill_layers`` layers; the student is the result."""
+    student_resume = resume if resume is not None and distill.is_student_checkpoint(resume) else None
+    folder = output_dir if student_resume is None else student_resume.parent.parent
+    if student_resume is not None:  # the teacher's logits were saved beside the student's checkpoints
+        soft, record = teachers.load(folder)
+    elif args.teacher_from:
+        soft, record = teachers.fetch(args.teacher_from, splits.train)
+        record = {**record, "from_run": args.teacher_from, "train_seconds": 0.0, "steps": 0}
+        print(f"teacher: {record['teacher_model']} from run {args.teacher_from} (its logits; no fine-tuning), "
+              f"validation accuracy {record['validation_metrics']['accuracy']:.4f}", flush=True)
+    else:
+        tokenizer = AutoTokenizer.from_pretrained(resolve_model_name(args.teacher_model))
+        train_set = tokenized(tokenizer, splits.train, scoring.max_length)
+        teacher_fit = Fit(args, placement, tokenizer, train_set,
+                          tokenized(tokenizer, splits.validation, scoring.max_length, by_length=True), scoring,
+                          seed=seed, metric=metric, progress=progress, run_id=run_id)
+        engine, records, seconds = teacher_fit(lambda: load_classifier(args.teacher_model), output_dir, resume,
+                                               stage="teacher")
+        if engine.is_world_process_zero():
+            teacher = _finish(args.model_copy(update={"calibrate_long_texts": False}), engine.model.to("cpu").float()
+                              .eval(), tokenizer, scoring, splits, records, metric=metric, run_id="",
+                              train_seconds=seconds, steps=engine.state.global_step, placement=placement)
+            soft = distill.teacher_logits(teacher.model, tokenizer, train_set.ids, fit.device(output_dir))
+            record = {**teachers.identity(teacher.model, args.teacher_model), **_teacher_record(teacher),
+                      "texts_sha256": teachers.texts_digest(splits.train), "texts": len(splits.train)}
+            teachers.save(folder, soft, record)
+            print(f"teacher: {args.teacher_model} ({record['architecture']}, {record['layers']} layers), "
+                  f"validation accuracy {record['validation_metrics']['accuracy']:.4f}; distilling into "
+                  f"{args.distill_layers} layers of {args.model_name}", flush=True)
+        engine.accelerator.wait_for_everyone()
+        soft, record = teachers.load(folder)
+    if _rank_zero() and student_resume is None:
+        if args.teacher_from:
+            teachers.save(folder, soft, record)  # a killed student resumes beside it
+        if run_id:
+            teachers.log(run_id, soft, record)
+            if args.log_checkpoints:  # resume_from <run id> downloads checkpoints/teacher before the student's
+                for name in (teachers.LOGITS, distill.TEACHER_RECORD):
+                    mlflow.MlflowClient().log_artifact(run_id, str(folder / distill.TEACHER_DIR / name),
+                                                       f"{ARTIFACT_PATH}/{distill.TEACHER_DIR}")
+    fit.train_set = TokenizedTexts(fit.train_set.ids, fit.train_set.labels, soft)
+    engine, records, seconds = fit(lambda: load_classifier(args.model_name, num_hidden_layers=args.distill_layers),
+                                   output_dir / distill.STUDENT_DIR, student_resume, stage="student")
+    if owned:
+        shutil.rmtree(output_dir, ignore_errors=True)
+    if not engine.is_world_process_zero():
+        return None
+    result = _finish(args, engine.model.to("cpu").float().eval(), fit.tokenizer, scoring, splits, records,
+                     metric=metric, run_id=run_id, train_seconds=record["train_seconds"] + seconds,
+                     steps=record["steps"] + engine.state.global_step, placement=placement)
+    result.teacher = record
+    return result
+
+
 def _save_teacher(teacher: TrainResult, output_dir: Path, run_id: str) -> None:
     """The finished teacher and its record beside the checkpoints (and in run ``run_id``'s, if given)."""
-    record = {"layers": int(teacher.model.config.num_hidden_layers), "weights": teacher.weights,
-              "best_epoch": teacher.best_epoch, "threshold": teacher.threshold, "history": teacher.history,
-              "validation_metrics": teacher.validation_metrics, "train_seconds": teacher.train_seconds,
-              "steps": teacher.steps}
-    folder = distill.save_teacher(teacher.model, teacher.tokenizer, output_dir, record)
+    folder = distill.save_teacher(teacher.model, teacher.tokenizer, output_dir, _teacher_record(teacher))
     if run_id:
         files = sorted((p for p in folder.iterdir() if p.is_file()), key=lambda p: p.name == distill.TEACHER_RECORD)
         for path in files:  # the record last: complete

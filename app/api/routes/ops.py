@@ -19,6 +19,7 @@ from app.api.deps import (
     MetricsDep,
     ServedModel,
     SettingsDep,
+    degraded,
     load_error_message,
     tag_version,
 )
@@ -37,13 +38,16 @@ async def health() -> dict[str, str]:
 async def ready(request: Request, response: Response, model: ServedModel, manager: ManagerDep) -> dict[str, Any]:
     """A model is loaded and requests are scored: its version, and why the last reload failed (if it did).
 
-    A failed reload keeps the replica ready (the previous version serves); 503 once SIGTERM started the drain.
+    A failed reload keeps the replica ready (the previous version serves); so does an unreachable inference log
+    (``degraded``: ``["inference_log"]``; predictions serve, their rows wait or are dropped, /feedback answers 503).
+    503 once SIGTERM started the drain.
     """
     if request.app.state.draining:
         raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "shutting down: draining before exit")
     tag_version(response, model)
     return {"status": "ready", "model_version": model.identity.version,
-            "last_reload_error": load_error_message(request, (manager.last_error or {}).get("message"))}
+            "last_reload_error": load_error_message(request, (manager.last_error or {}).get("message")),
+            "degraded": degraded(request)}
 
 
 INTERNAL = ("model_uri", "run_id", "source")  # /model's fields only admin callers get

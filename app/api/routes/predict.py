@@ -10,13 +10,14 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Body, Request, Response
+from fastapi import APIRouter, Body, HTTPException, Request, Response, status
 from starlette.concurrency import run_in_threadpool
 
-from app.api.deps import BODY_TOO_LARGE, NO_MODEL, SettingsDep, served_model, tag_version
+from app.api.deps import BODY_TOO_LARGE, SCORING_LIMITS, SettingsDep, served_model, tag_version
+from app.batcher import BatcherFull
 from app.clients import client_id
 from app.errors import JSONBodyRoute, check_batch_size, check_text_lengths
-from app.logwriter import InferenceLogWriter
+from app.logwriter import LogStore
 from app.model import LoadedModel
 from app.schemas import BatchRequest, BatchResponse, PredictRequest, PredictResponse
 from scoring import inference_log
@@ -38,10 +39,15 @@ async def score_texts(request: Request, texts: list[str], endpoint: str) -> tupl
     """Score with the model served when the request arrived; log and count the predictions."""
     model = await served_model(request)  # after the input checks: a bad request is a 422 even with no model
     state, settings = request.app.state, request.app.state.settings
-    writer: InferenceLogWriter | None = state.writer
+    writer: LogStore | None = state.writer
     start = time.perf_counter()
     if state.batcher is not None:  # MICRO_BATCH_MS > 0: one model call for concurrent requests
-        probs, stats = await state.batcher.score(model, texts, writer is not None)
+        try:
+            probs, stats = await state.batcher.score(model, texts, writer is not None)
+        except BatcherFull:
+            state.metrics.rejected.labels(reason="overload").inc()
+            raise HTTPException(status.HTTP_503_SERVICE_UNAVAILABLE, "overloaded: the micro-batch queue is full",
+                                headers={"Retry-After": str(settings.retry_after_s)}) from None
     else:
         probs, stats = await run_in_threadpool(model.score, texts, writer is not None)
     latency_ms = 1000 * (time.perf_counter() - start) / len(texts)
@@ -56,7 +62,7 @@ async def score_texts(request: Request, texts: list[str], endpoint: str) -> tupl
     return predictions, model
 
 
-@router.post("/predict", response_model=PredictResponse, responses=NO_MODEL | BODY_TOO_LARGE)
+@router.post("/predict", response_model=PredictResponse, responses=SCORING_LIMITS | BODY_TOO_LARGE)
 async def predict(
     request: Request, response: Response, settings: SettingsDep,
     body: Annotated[PredictRequest, Body(openapi_examples=PREDICT_EXAMPLES)],
@@ -68,7 +74,7 @@ async def predict(
     return PredictResponse(**prediction, model_version=model.identity.version)
 
 
-@router.post("/predict/batch", response_model=BatchResponse, responses=NO_MODEL | BODY_TOO_LARGE)
+@router.post("/predict/batch", response_model=BatchResponse, responses=SCORING_LIMITS | BODY_TOO_LARGE)
 async def predict_batch(
     request: Request, response: Response, settings: SettingsDep,
     body: Annotated[BatchRequest, Body(openapi_examples=BATCH_EXAMPLES)],
