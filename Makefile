@@ -12,7 +12,7 @@ DAGSTER_PORT ?= 3000
 # extra arguments, e.g. make pipeline ARGS="-p epochs 2"
 ARGS   ?=
 
-.PHONY: help install lock pipeline test test-fast lab mlflow-ui serve monitor retrain-if-drift orchestrate heldout mpnet feedback predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
+.PHONY: help install lock pipeline sweep test test-fast lab mlflow-ui serve monitor retrain-if-drift orchestrate heldout mpnet feedback predict spark-predict bench bench-quick gpu-check lint format strip-notebooks clean
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  %-18s %s\n", $$1, $$2}'
@@ -34,6 +34,9 @@ lock: $(STAMP)  ## re-resolve requirements/{dev,serve}.lock from pyproject.toml 
 
 pipeline: $(STAMP)  ## run eda → train → evaluate → promote on the embedded defaults
 	$(BIN)/python -m pipelines run $(ARGS)
+
+sweep: $(STAMP)  ## a parameter sweep, e.g. make sweep ARGS="-p learning_rate 1e-5:1e-4:log --trials 12" (docs/sweeps.md)
+	$(BIN)/python -m pipelines sweep $(ARGS)
 
 test: $(STAMP)  ## the whole test suite (unit + end-to-end)
 	$(BIN)/python -m pytest $(ARGS)

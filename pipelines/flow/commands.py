@@ -15,6 +15,7 @@ Adding a command is one row here plus its function (``seal`` below is an example
 
 from __future__ import annotations
 
+import argparse
 import importlib
 import os
 from collections.abc import Callable
@@ -161,5 +162,27 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
                 flag("--by", default=os.environ.get("USER") or os.environ.get("LOGNAME") or "",
                      help="accept/reject: the reviewer recorded (default: $USER)"),
                 flag("--rule", action="store_true", help="accept: apply the agreement rule instead of ids"))),
+    Command("sweep", "pipelines.sweep.command:sweep_command",
+            "a parameter sweep of the train step in one Optuna study (docs/sweeps.md)",
+            "Each trial runs the train notebook (and evaluate with --evaluate) nested under one sweep run; "
+            "workers on any machine that reach the study's storage share its trials. Exit status: 0 done, "
+            "1 a worker failed, 2 a bad space, metric or parameter (before any trial).",
+            config=False, flags=(  # -p takes a search space here, not one value: checked by pipelines.sweep.space
+                flag("--config", "-c", help="YAML file of fixed parameter values"),
+                flag("-p", "--parameter", nargs=2, action="append", metavar=("NAME", "SPEC"),
+                     help="lo:hi, lo:hi:log, a,b,c or one fixed value (repeatable)"),
+                flag("--space", help="YAML mapping of parameter names to specs or lists"),
+                flag("--trials", type=int, default=0, help="TPE sampler with N trials; 0 = the full grid"),
+                flag("--metric", default="val_accuracy", help="the objective, a validation metric"),
+                flag("--study", default="", help="study name (default sweep-<time>)"),
+                flag("--resume", default="", metavar="STUDY", help="continue (or join) a study by name"),
+                flag("--storage", default="", help="Optuna RDB URL (default $SWEEP_STORAGE, else optuna.db beside "
+                                                   "mlflow.db)"),
+                flag("--workers", type=int, default=1, help="worker processes on this machine"),
+                flag("--evaluate", action="store_true", help="each trial also runs the evaluate step"),
+                flag("--register-best", action="store_true", help="evaluate and promote the best trial"),
+                flag("--seed", type=int, default=0, help="the TPE sampler's seed"),
+                flag("--output-dir", default="", help="executed notebooks and results (default state dir)"),
+                flag("--worker", action="store_true", help=argparse.SUPPRESS))),  # a spawned worker: trials only
     Command("params", "pipelines.flow.entry:params", "print every parameter with its default", config=False),
 )}

@@ -1,0 +1,1 @@
+"""Parameter sweeps: the train notebook over many parameter sets, in one Optuna study (docs/sweeps.md)."""
