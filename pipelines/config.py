@@ -184,6 +184,14 @@ class MonitorSection(_Section):
         return value
 
 
+class SweepSection(_Section):
+    """The sweep report notebook's study (docs/sweeps.md); ``python -m pipelines sweep`` sets them."""
+
+    study_name: str = Field("", description="the Optuna study of a sweep; '' = the newest one in the storage")
+    sweep_storage: str = Field("", description="Optuna RDB URL of the study (password in SWEEP_STORAGE_PASSWORD); "
+                                               "'' = $SWEEP_STORAGE, else optuna.db beside mlflow.db")
+
+
 def _one_of(value: str, names: tuple[str, ...]) -> str:
     if value not in names:
         raise ValueError(f"must be one of {', '.join(names)}")
@@ -193,12 +201,12 @@ def _one_of(value: str, names: tuple[str, ...]) -> str:
 SECTIONS: dict[str, type[BaseModel]] = {
     "tracking": TrackingSection, "registry": RegistrySection, "lock": LockSection, "data": DataSection,
     "feedback": FeedbackSection, "train": TrainSection,
-    "scoring": ScoringConfig, "gate": GateSection, "monitor": MonitorSection,
+    "scoring": ScoringConfig, "gate": GateSection, "monitor": MonitorSection, "sweep": SweepSection,
 }
 
 
-class PipelineConfig(MonitorSection, GateSection, ScoringConfig, TrainSection, FeedbackSection, DataSection,
-                     LockSection, RegistrySection, TrackingSection):
+class PipelineConfig(SweepSection, MonitorSection, GateSection, ScoringConfig, TrainSection, FeedbackSection,
+                     DataSection, LockSection, RegistrySection, TrackingSection):
     """Every parameter of the pipeline, with its default: the sections above, flat (fields in section order)."""
 
     model_config = ConfigDict(extra="forbid", frozen=False, validate_assignment=True)
@@ -242,6 +250,10 @@ class PipelineConfig(MonitorSection, GateSection, ScoringConfig, TrainSection, F
     @property
     def monitor(self) -> MonitorSection:
         return self.section(MonitorSection)
+
+    @property
+    def sweep(self) -> SweepSection:
+        return self.section(SweepSection)
 
 
 def expand(names: Iterable[str]) -> tuple[str, ...]:

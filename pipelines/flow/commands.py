@@ -182,6 +182,10 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
                 flag("--evaluate", action="store_true", help="each trial also runs the evaluate step"),
                 flag("--register-best", action="store_true", help="evaluate and promote the best trial"),
                 flag("--seed", type=int, default=0, help="the TPE sampler's seed"),
+                flag("--prune-startup", type=int, default=3, metavar="N",
+                     help="stop a trial whose validation metric after an epoch is below the median of the "
+                          "trials before it at that epoch, once N trials finished (default 3)"),
+                flag("--no-prune", action="store_true", help="run every trial to its end"),
                 flag("--output-dir", default="", help="executed notebooks and results (default state dir)"),
                 flag("--worker", action="store_true", help=argparse.SUPPRESS))),  # a spawned worker: trials only
     Command("params", "pipelines.flow.entry:params", "print every parameter with its default", config=False),

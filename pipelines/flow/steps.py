@@ -12,6 +12,7 @@ evaluate    tracking, data, registered_model_name,       the dataset reads;     
 promote     tracking, registry, lock, data, gate         the dataset reads       model_version, promoted,
                                                                                  decision
 monitor     tracking, registry, monitor, inference_db    the window, the files   verdict
+sweep       tracking, sweep                              the study exists        best_trial
 ==========  ===========================================  ======================  =============================
 
 A step's notebook declares exactly the parameters it takes (a test checks each
@@ -55,6 +56,12 @@ def _check_monitor(cfg: PipelineConfig) -> None:
     window.validate(cfg.monitor, cfg.inference_db)
 
 
+def _check_sweep(cfg: PipelineConfig) -> None:
+    from pipelines.sweep import study  # the [dev] extra's optuna: only a sweep report needs it
+
+    study.find_study(cfg.study_name, study.storage_url(cfg.sweep_storage, cfg.tracking_uri))
+
+
 @dataclass(frozen=True)
 class Step:
     """One notebook of the pipeline."""
@@ -83,12 +90,14 @@ STEPS: dict[str, Step] = {step.name: step for step in (
     Step("promote", ("tracking", "registry", "lock", "data", "gate"), _check_data,
          tags=("model_version", "promoted", "decision")),
     Step("monitor", ("tracking", "registry", "monitor", "inference_db"), _check_monitor, tags=("verdict",)),
+    Step("sweep", ("tracking", "sweep"), _check_sweep, tags=("best_trial",)),
 )}
 
 FLOWS: dict[str, tuple[str, ...]] = {
     "training": ("eda", "train", "evaluate", "promote"),  # python -m pipelines run
     "retrain": ("train", "evaluate", "promote"),  # after drift (python -m pipelines retrain-if-drift)
     "monitor": ("monitor",),  # python -m pipelines monitor
+    "sweep_report": ("sweep",),  # the report notebook at the end of python -m pipelines sweep
 }
 
 

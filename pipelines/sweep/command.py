@@ -14,17 +14,18 @@ from typing import Any
 
 import mlflow
 import optuna
+import sqlalchemy as sa
 from mlflow import MlflowClient
 from mlflow.utils.mlflow_tags import MLFLOW_PARENT_RUN_ID, MLFLOW_RUN_NAME
 from optuna.trial import TrialState
 
 from pipelines.config import ConfigError, PipelineConfig, build_config, expand
 from pipelines.flow.runner import run_pipeline
-from pipelines.flow.steps import steps_of
+from pipelines.flow.steps import FLOWS, steps_of
 from pipelines.sweep import study as studies
 from pipelines.sweep.report import log_results
 from pipelines.sweep.space import check_metric, direction, grid_points, parse_space
-from pipelines.sweep.trials import run_trial, trial_config
+from pipelines.sweep.trials import environment, run_trial, trial_config
 from scoring import tracking
 
 
@@ -45,8 +46,8 @@ def _setup(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     metric = check_metric(args.metric)
     base = build_config(fixed, args.config)
     points = [] if args.trials else grid_points(space)
-    if args.trials < 0 or args.workers < 1:
-        raise ConfigError("--trials and --workers: positive numbers")
+    if args.trials < 0 or args.workers < 1 or args.prune_startup < 0:
+        raise ConfigError("--trials, --workers and --prune-startup: positive numbers")
     for point in points or [{}]:
         trial_config(base, point)  # every grid point's values are valid together
     storage = studies.storage_url(args.storage, base.tracking_uri)
@@ -63,6 +64,7 @@ def _setup(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     study.set_user_attr("fixed", {k: getattr(base, k) for k in base.model_fields_set})
     study.set_user_attr("trials", args.trials or len(points))
     study.set_user_attr("steps", ["train", "evaluate"] if args.evaluate else ["train"])
+    study.set_user_attr("prune_startup", 0 if args.no_prune else args.prune_startup)
     for point in points:
         study.enqueue_trial(point, skip_if_exists=True)
     return study, storage
@@ -86,7 +88,10 @@ def work(study: optuna.Study, storage: str, output_dir: Path) -> int:
     ran = 0
     while (trial := _next_trial(study, storage, grid)) is not None:
         try:
-            value = run_trial(trial, base, space, metric, parent_run_id, steps, output_dir, study.study_name)
+            value = run_trial(trial, base, space, metric, parent_run_id, steps, output_dir, storage)
+        except optuna.TrialPruned as pruned:
+            print(f"[sweep] {pruned}", file=sys.stderr, flush=True)
+            study.tell(trial, state=TrialState.PRUNED)
         except Exception as err:  # the trial fails; the sweep goes on
             print(f"[sweep] trial {trial.number} failed: {err}", file=sys.stderr, flush=True)
             study.tell(trial, state=TrialState.FAIL)
@@ -103,6 +108,21 @@ def _spawn(study: optuna.Study, storage: str, args: argparse.Namespace, count: i
                "--output-dir", str(args.output_dir_path)]
     env = {**os.environ, studies.STORAGE_ENV: storage}
     return [subprocess.Popen(command, env=env) for _ in range(count)]
+
+
+def report_notebook(study: optuna.Study, storage: str, output_dir: Path) -> str:
+    """Run notebooks/sweep.ipynb on the study, nested under the sweep's run; its pipeline run id. The
+    storage's password goes to the kernel by the environment, never into the executed notebook."""
+    url = sa.make_url(storage)
+    fixed = {k: v for k, v in study.user_attrs["fixed"].items() if k in ("tracking_uri", "experiment_name")}
+    cfg = PipelineConfig.model_validate({**fixed, "study_name": study.study_name,
+                                         "sweep_storage": url.set(password=None).render_as_string()
+                                         if url.password else storage})
+    with environment({studies.PASSWORD_ENV: url.password} if url.password else {}):
+        result = run_pipeline(cfg, FLOWS["sweep_report"], output_dir=output_dir / "report", progress=False,
+                              tags={MLFLOW_PARENT_RUN_ID: study.user_attrs["parent_run_id"],
+                                    "sweep_study": study.study_name})
+    return result.parent_run_id
 
 
 def register_best(study: optuna.Study) -> dict[str, Any]:
@@ -135,6 +155,7 @@ def sweep_command(_: None, args: argparse.Namespace) -> int:
     open_trials = study.get_trials(deepcopy=False, states=(TrialState.WAITING, TrialState.RUNNING))
     if not open_trials:
         MlflowClient().set_terminated(parent_run_id, "FINISHED")
+    result["report"] = report_notebook(study, storage, args.output_dir_path)
     if args.register_best and "best_trial" in result:
         result["registered"] = register_best(study)
     result["parent_run_id"] = parent_run_id

@@ -17,13 +17,16 @@ from typing import Any
 from urllib.parse import urlparse
 
 import optuna
+import sqlalchemy as sa
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
 
+from pipelines.config import ConfigError
 from pipelines.sweep.space import Space
 from scoring import tracking
 
 STORAGE_ENV = "SWEEP_STORAGE"
+PASSWORD_ENV = "SWEEP_STORAGE_PASSWORD"
 
 
 def default_storage(tracking_uri: str = "") -> str:
@@ -35,8 +38,15 @@ def default_storage(tracking_uri: str = "") -> str:
 
 
 def storage_url(given: str, tracking_uri: str = "") -> str:
-    """``--storage``, else ``$SWEEP_STORAGE``, else :func:`default_storage`."""
-    return given or os.environ.get(STORAGE_ENV) or default_storage(tracking_uri)
+    """``--storage``, else ``$SWEEP_STORAGE``, else :func:`default_storage`; a URL without a password takes
+    ``$SWEEP_STORAGE_PASSWORD`` (the team stack's pipeline environment sets both)."""
+    url = given or os.environ.get(STORAGE_ENV) or default_storage(tracking_uri)
+    password = os.environ.get(PASSWORD_ENV)
+    if password and not url.startswith("sqlite"):
+        parsed = sa.make_url(url)
+        if parsed.password is None:
+            url = parsed.set(password=password).render_as_string(hide_password=False)
+    return url
 
 
 def open_study(name: str, storage: str, direction: str | None = None,
@@ -49,6 +59,20 @@ def open_study(name: str, storage: str, direction: str | None = None,
         return optuna.load_study(study_name=name, storage=rdb, sampler=sampler)
     return optuna.create_study(study_name=name, storage=rdb, direction=direction, sampler=sampler,
                                load_if_exists=True)
+
+
+def find_study(name: str, storage: str) -> optuna.Study:
+    """Study ``name`` in ``storage`` ('' = the newest there); ConfigError naming ``study_name`` if none."""
+    try:
+        summaries = optuna.get_all_study_summaries(storage, include_best_trial=False)
+    except Exception as exc:  # an unreachable database, a bad URL
+        raise ConfigError(f"parameter sweep_storage: cannot open {sa.make_url(storage).render_as_string()}: "
+                          f"{exc}") from None
+    names = [s.study_name for s in summaries]  # in the order they were created
+    if not names or (name and name not in names):
+        raise ConfigError(f"parameter study_name: no study {name!r} in {sa.make_url(storage).render_as_string()} "
+                          f"(studies: {', '.join(names) or 'none'})")
+    return open_study(name or names[-1], storage)
 
 
 def save_setup(study: optuna.Study, space: Space, metric: str, parent_run_id: str, grid: bool) -> None:

@@ -7,6 +7,7 @@ in a folder and resume from one. :class:`StudentTrainer` swaps the loss for the 
 
 from __future__ import annotations
 
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -195,6 +196,11 @@ class Fit:
         if self.progress:
             title = {"teacher": "training the teacher", "student": f"distilling a {args.distill_layers}-layer student"}
             callbacks.append(ProgressLines(args.batch_size, title=title.get(stage, "training")))
+        if os.environ.get("SWEEP_TRIAL"):  # a sweep's trial: its pruner sees each epoch (pipelines.sweep.pruning)
+            from pipelines.sweep.pruning import callback_from_env
+
+            if (pruning := callback_from_env(stage)) is not None:
+                callbacks.append(pruning)
         if args.early_stopping_patience:
             callbacks.append(EarlyStoppingCallback(early_stopping_patience=args.early_stopping_patience))
         padding = "max_length" if args.padding == "max_length" else "longest"

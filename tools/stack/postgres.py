@@ -1,8 +1,9 @@
 """PostgreSQL for the stack: a cluster in ``<home>/postgres`` run by ``pg_ctl``, password logins only.
 
-It holds three databases: ``mlflow`` (the tracking server's backend store) and ``mlflow_auth``
+It holds four databases: ``mlflow`` (the tracking server's backend store) and ``mlflow_auth``
 (its users and permissions), both owned by the role ``mlflow``; ``inference`` (the API replicas'
-prediction log and feedback), owned by the role ``inference``. As root, the cluster runs as the
+prediction log and feedback), owned by the role ``inference``; ``optuna`` (the sweeps' studies, which
+workers on several machines share), owned by the role ``sweep``. As root, the cluster runs as the
 ``postgres`` system user (PostgreSQL refuses root).
 """
 
@@ -17,8 +18,10 @@ from pathlib import Path
 from tools.stack.processes import StackError, find_binary, log_tail
 from tools.stack.settings import StackSettings, write_private
 
-DATABASES = {"mlflow": "mlflow", "mlflow_auth": "mlflow", "inference": "inference"}  # database → owner role
-ROLES = {"mlflow": "mlflow_db_password", "inference": "inference_db_password"}  # role → its secret
+DATABASES = {"mlflow": "mlflow", "mlflow_auth": "mlflow", "inference": "inference",  # database → owner role
+             "optuna": "sweep"}
+ROLES = {"mlflow": "mlflow_db_password", "inference": "inference_db_password",  # role → its secret
+         "sweep": "sweep_db_password"}
 
 
 def _bin_dirs() -> list[Path]:

@@ -23,6 +23,7 @@ SECRETS = (
     "postgres_password",       # the PostgreSQL superuser (only the stack's own set-up uses it)
     "mlflow_db_password",      # role `mlflow`: the tracking server's backend and auth databases
     "inference_db_password",   # role `inference`: the API replicas' log and the monitor
+    "sweep_db_password",       # role `sweep`: the sweeps' Optuna studies (python -m pipelines sweep)
     "s3_access_key", "s3_secret_key",  # the object store's one identity, held by the tracking server only
     "admin_password",          # MLflow user `admin`
     "pipeline_password",       # MLflow user `pipeline`: training, evaluation, promotion, monitor

@@ -61,7 +61,8 @@ class Stack:
         return self.settings.home / f"{role}.env"
 
     def client_env(self, role: str) -> dict[str, str]:
-        """What a client of the stack holds: its MLflow login, and for the API and monitor the log's database.
+        """What a client of the stack holds: its MLflow login, for the API and monitor the log's database, and
+        for the pipeline the sweeps' study database.
 
         No S3 keys: artifacts go through the tracking server.
         """
@@ -75,6 +76,8 @@ class Stack:
             "MLFLOW_ENABLE_PROXY_MULTIPART_UPLOAD": "true",
             "INFERENCE_DB": s.postgres_url("inference", "inference"),
             "INFERENCE_DB_PASSWORD": s.secret("inference_db_password"),
+            **({"SWEEP_STORAGE": s.postgres_url("sweep", "optuna"),  # sweeps share their studies here
+                "SWEEP_STORAGE_PASSWORD": s.secret("sweep_db_password")} if role == "pipeline" else {}),
         }
 
 
