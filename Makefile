@@ -38,8 +38,11 @@ pipeline: $(STAMP)  ## run eda → train → evaluate → promote on the embedde
 sweep: $(STAMP)  ## a parameter sweep, e.g. make sweep ARGS="-p learning_rate 1e-5:1e-4:log --trials 12" (docs/sweeps.md)
 	$(BIN)/python -m pipelines sweep $(ARGS)
 
-test: $(STAMP)  ## the whole test suite (unit + end-to-end)
-	$(BIN)/python -m pytest $(ARGS)
+# test processes side by side (pytest-xdist, a test file per process at a time; 0 = one process, no xdist)
+TEST_WORKERS ?= 2
+
+test: $(STAMP)  ## the whole test suite (unit + end-to-end), on TEST_WORKERS processes
+	$(BIN)/python -m pytest -n $(TEST_WORKERS) --dist loadfile $(ARGS)
 
 test-fast: $(STAMP)  ## unit tests only
 	$(BIN)/python -m pytest -m "not e2e and not browser and not docker" $(ARGS)

@@ -26,6 +26,11 @@ from tools.model_store import Store, build_store, sqlite_uri
 os.environ.setdefault("HF_HUB_OFFLINE", "1")  # tests never touch the network
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # make test: TEST_WORKERS processes share the cores, so each
+    # (and every process it starts: servers, kernels, the CLI) trains on its share, never oversubscribing them
+    _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
+    for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+        os.environ.setdefault(_name, str(_share))
 
 LEARNED_CACHE = "learned-store-v9"  # bump when what the fixture stores changes (v2: ONNX export, v3: profile,
 # v4: windows without overlap, aggregation and long-text threshold chosen on validation, v5: transformers.Trainer,
