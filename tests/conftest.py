@@ -31,6 +31,9 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # make test: TEST_WORKERS proce
     _share = max(1, (os.cpu_count() or 1) // int(os.environ["PYTEST_XDIST_WORKER_COUNT"]))
     for _name in ("OMP_NUM_THREADS", "MKL_NUM_THREADS"):
         os.environ.setdefault(_name, str(_share))
+    import torch
+
+    torch.set_num_threads(_share)
 
 LEARNED_CACHE = "learned-store-v9"  # bump when what the fixture stores changes (v2: ONNX export, v3: profile,
 # v4: windows without overlap, aggregation and long-text threshold chosen on validation, v5: transformers.Trainer,
