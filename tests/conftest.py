@@ -35,10 +35,11 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # make test: TEST_WORKERS proce
 
     torch.set_num_threads(_share)
 
-LEARNED_CACHE = "learned-store-v9"  # bump when what the fixture stores changes (v2: ONNX export, v3: profile,
+LEARNED_CACHE = "learned-store-v10"  # bump when what the fixture stores changes (v2: ONNX export, v3: profile,
 # v4: windows without overlap, aggregation and long-text threshold chosen on validation, v5: transformers.Trainer,
 # v6: the recipe's batches and random draws on the Trainer, v7: the ONNX export with eager attention, v8: the
-# subjectivity head and the aggregations that weigh windows by it, v9: sealed with an integrity manifest)
+# subjectivity head and the aggregations that weigh windows by it, v9: sealed with an integrity manifest, v10: its
+# evaluation recorded in its run, where the gate reads it)
 LEARNED_PARAMS = {
     "max_train_samples": 3000,
     "epochs": 2,

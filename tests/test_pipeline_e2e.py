@@ -20,6 +20,7 @@ from pipelines.flow.runner import NOTEBOOKS_DIR, StepFailed, run_pipeline
 from pipelines.flow.steps import FLOWS
 from pipelines.registry import promotion, rule, versions
 from scoring.config import AGGREGATIONS
+from scoring.version_tags import METRIC_NAMES
 
 pytestmark = pytest.mark.e2e
 ROOT = Path(__file__).resolve().parent.parent
@@ -193,8 +194,11 @@ def test_gate_compares_the_served_runtime(learned_copy):
     digest = v1.tags["eval.test_digest"]
     v2 = mlflow.register_model(f"runs:/{v1.run_id}/model", name)
     torch_scores = versions.eval_metrics(v1, digest)
-    versions.record_evaluation(name, v2.version, {k: v + 0.01 for k, v in torch_scores.items()}, digest, "t")
-    versions.record_evaluation(name, v2.version, {k: 0.5 for k in torch_scores}, digest, "t", backend="onnx-int8")
+    with mlflow.start_run(run_name="evaluate v2") as run:  # an evaluation run that scored v2 so
+        versions.record_evaluation(name, v2.version, {k: v + 0.01 for k, v in torch_scores.items()}, digest,
+                                   run.info.run_id)
+        versions.record_evaluation(name, v2.version, {k: 0.5 for k in torch_scores}, digest, run.info.run_id,
+                                   backend="onnx-int8")
     cfg = build_config({**LEARNED_PARAMS, "tracking_uri": learned_copy.tracking_uri, "model_version": str(v2.version)})
 
     # v1 has no int8 scores yet: scored now, recorded
@@ -211,6 +215,33 @@ def test_gate_compares_the_served_runtime(learned_copy):
     gathered = promotion.gather(torch_cfg.gate, torch_cfg.data, torch_cfg.registry)[:3]
     decision = promotion.decide_and_apply(torch_cfg.gate, torch_cfg.registry, *gathered)
     assert decision.promote and str(versions.alias_version(name, "production").version) == str(v2.version)
+
+
+def test_the_gate_reads_scores_from_evaluation_runs_not_from_editable_tags(learned_copy):
+    """Forged ``eval.*`` tags (higher scores, a run id pointed at the champion's evaluation) and a value appended
+    to a recorded metric change nothing: the gate reads each version's scores from the run that evaluated it,
+    the first value of each metric, and scores a version without such a record itself."""
+    name = learned_copy.model_name
+    v1 = versions.alias_version(name, "production")
+    digest = v1.tags["eval.test_digest"]
+    recorded = versions.eval_metrics(v1, digest)
+    assert recorded is not None and recorded["accuracy"] > 0.7, "the fixture's evaluation run holds v1's scores"
+    _, keys = versions._record_keys(name, v1.version, "torch")
+    MlflowClient().log_metric(v1.tags["eval.run_id"], keys["accuracy"], 0.999)  # appended later: not what it measured
+    assert versions.eval_metrics(versions.get_version(name, v1.version), digest) == recorded
+
+    v2 = mlflow.register_model(f"runs:/{v1.run_id}/model", name)  # the same weights as production
+    versions.set_tags(name, v2.version, {**{f"eval.{m}": "0.990000" for m in METRIC_NAMES},
+                                         "eval.test_digest": digest, "eval.run_id": v1.tags["eval.run_id"]})
+    assert versions.eval_metrics(versions.get_version(name, v2.version), digest) is None, "v1's run scored v1 only"
+    cfg = build_config({**LEARNED_PARAMS, "tracking_uri": learned_copy.tracking_uri, "model_version": str(v2.version),
+                        "promotion_backend": "torch"})
+    candidate, champion, scores, _ = promotion.gather(cfg.gate, cfg.data, cfg.registry)
+    assert scores[f"candidate v{v2.version}"]["accuracy"] == pytest.approx(recorded["accuracy"], abs=1e-6), \
+        "scored now, not the forged 0.99"
+    decision = promotion.decide_and_apply(cfg.gate, cfg.registry, candidate, champion, scores)
+    assert not decision.promote and "does not beat production" in decision.reasons[0]
+    assert str(versions.alias_version(name, "production").version) == str(v1.version)
 
 
 def test_rollback_moves_production_back(learned_copy):

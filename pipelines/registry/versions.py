@@ -1,6 +1,7 @@
 """Model versions in the MLflow registry and the tags that record what happened to them.
 
-The tags are the audit trail: ``eval.*`` (see :mod:`scoring.version_tags`), then
+The tags are the audit trail: ``eval.*`` (see :mod:`scoring.version_tags`; the gate reads the scores from
+the evaluation runs they name, see :func:`eval_metrics`), then
 ``promotion.*`` written by the gate (:mod:`pipelines.registry.promotion`) and
 ``rollback.*`` (:mod:`pipelines.registry.rollback`). ``python -m pipelines history``
 lists them.
@@ -13,12 +14,13 @@ from datetime import UTC, datetime
 from typing import Any
 
 from mlflow import MlflowClient
+from mlflow.entities import Metric, Param
 from mlflow.entities.model_registry import ModelVersion
 from mlflow.exceptions import MlflowException
 
 from scoring.clock import now
 from scoring.identity import RegistryError
-from scoring.version_tags import METRIC_NAMES, eval_prefix, recorded_metrics
+from scoring.version_tags import METRIC_NAMES, eval_prefix
 
 
 def client() -> MlflowClient:
@@ -52,18 +54,50 @@ def set_tags(name: str, version: str | int, tags: dict[str, Any]) -> None:
         c.set_model_version_tag(name, str(version), key, value if isinstance(value, str) else json.dumps(value))
 
 
+def _record_keys(name: str, version: str | int, backend: str) -> tuple[str, dict[str, str]]:
+    """The evaluation run's keys for one version's test scores: its split digest (a param) and its metrics."""
+    base = f"eval.{backend}.{name}.v{version}"
+    return f"{base}.test_digest", {m: f"{base}.{m}" for m in METRIC_NAMES}
+
+
 def eval_metrics(mv: ModelVersion, test_digest: str, backend: str = "torch") -> dict[str, float] | None:
-    """The version's recorded test metrics on ``backend`` if all were measured on ``test_digest``."""
-    if mv.tags.get(f"{eval_prefix(backend)}test_digest") != test_digest:
+    """The version's test metrics on ``backend``, as its evaluation run logged them on ``test_digest``.
+
+    Read from that run's immutable param (the split) and append-only metrics (the first value of each), not
+    from the version's ``eval.*`` tags, which anyone who can edit a tag can change: a tag only says which run
+    to read (``eval.<backend>.run_id``), and a run holds scores for the one version and split it names. None
+    when no run recorded them (the gate then scores the version itself).
+    """
+    run_id = mv.tags.get(f"{eval_prefix(backend)}run_id")
+    if not run_id:
         return None
-    metrics = recorded_metrics(mv.tags, backend)
-    return metrics if len(metrics) == len(METRIC_NAMES) else None
+    c = client()
+    try:
+        run = c.get_run(run_id)
+    except MlflowException:
+        return None
+    digest_key, keys = _record_keys(mv.name, mv.version, backend)
+    if run.data.params.get(digest_key) != test_digest:
+        return None
+    metrics = {}
+    for metric, key in keys.items():
+        history = c.get_metric_history(run_id, key)
+        if not history:
+            return None
+        metrics[metric] = float(min(history, key=lambda m: (m.timestamp, m.step)).value)  # what was measured
+    return metrics
 
 
-def record_evaluation(name: str, version: str, metrics: dict[str, float], test_digest: str, run_id: str,
+def record_evaluation(name: str, version: str | int, metrics: dict[str, float], test_digest: str, run_id: str,
                       backend: str = "torch") -> None:
-    """Write the test metrics of ``backend`` (and where they were measured) onto the version."""
+    """Record ``backend``'s test metrics of a version: in evaluation run ``run_id`` (a param naming the split,
+    a metric per score: what the gate reads) and as the version's ``eval.*`` tags (a readable summary)."""
     prefix = eval_prefix(backend)
+    if run_id:
+        digest_key, keys = _record_keys(name, version, backend)
+        stamp = int(datetime.now(UTC).timestamp() * 1000)
+        client().log_batch(run_id, params=[Param(digest_key, test_digest)],
+                           metrics=[Metric(keys[m], float(metrics[m]), stamp, 0) for m in METRIC_NAMES if m in metrics])
     tags = {f"{prefix}{k}": f"{v:.6f}" for k, v in metrics.items() if k in METRIC_NAMES}
     set_tags(name, version, {**tags, f"{prefix}test_digest": test_digest, f"{prefix}run_id": run_id,
                              f"{prefix}time": now()})
