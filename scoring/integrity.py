@@ -9,6 +9,10 @@ elsewhere is found at the next load and refused with :class:`IntegrityError`. Th
 Keys: ``model/<path inside the logged model>`` (weights, tokenizer, scoring settings in ``config.json``,
 ``MLmodel``) and the ONNX files' artifact paths in the run (``onnx/model.onnx``, ``onnx/model.int8.onnx``).
 Versions without a manifest (registered before sealing) load only with ``ALLOW_UNVERIFIED_MODELS=true``.
+
+An exported folder (``python -m pipelines export``, which ``make image`` runs to bake the model) is checked when
+it is exported, against the registry, and carries the version's manifest as ``integrity.json``; every load of
+the folder checks the files it reads against that copy (:func:`check_folder_files`).
 """
 
 from __future__ import annotations
@@ -31,6 +35,7 @@ from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
 MANIFEST_PATH = "integrity/manifest.json"  # artifact path in the version's run
 MANIFEST_PARAM = "integrity.manifest_sha256"  # run param: the manifest's digest (immutable once logged)
 MODEL_PREFIX = "model/"  # manifest keys of the logged MLflow model's files
+FOLDER_MANIFEST = "integrity.json"  # an exported folder's copy of its version's manifest
 ALLOW_ENV = "ALLOW_UNVERIFIED_MODELS"
 # default on until every way of registering a version seals it (train step, export-onnx, test fixtures)
 ALLOW_DEFAULT = "true"
@@ -129,3 +134,31 @@ def check_model_folder(mv: ModelVersion | None, folder: str | Path) -> None:
     root = Path(folder)
     check_version_files(mv, {MODEL_PREFIX + p.relative_to(root).as_posix(): p
                              for p in sorted(root.rglob("*")) if p.is_file()})
+
+
+def folder_key(relative: str) -> str:
+    """The manifest key of a file of an exported folder: its ONNX graphs as in the run, the rest under ``model/``."""
+    return relative if relative.startswith(f"{ONNX_DIR}/") else MODEL_PREFIX + relative
+
+
+def check_folder_files(folder: str | Path, files: list[str | Path]) -> None:
+    """Check ``files`` of a local model folder against the manifest it carries (an export); a folder without
+    one loads only with ``ALLOW_UNVERIFIED_MODELS=true``."""
+    root = Path(folder)
+    manifest_file = root / FOLDER_MANIFEST
+    if not manifest_file.is_file():
+        if allow_unverified():
+            return
+        raise IntegrityError(f"{root} carries no {FOLDER_MANIFEST} (not an export of a sealed version): refused; "
+                             f"export a sealed version (python -m pipelines export) or set {ALLOW_ENV}=true")
+    manifest = json.loads(manifest_file.read_text())
+    check_files(manifest, {folder_key(Path(p).resolve().relative_to(root.resolve()).as_posix()): p for p in files},
+                str(root))
+
+
+def model_files_of(folder: str | Path) -> list[Path]:
+    """The logged MLflow model's files in a local folder (not its ONNX graphs or the export's own records)."""
+    root = Path(folder)
+    skip = {FOLDER_MANIFEST, "registered_model.json"}
+    return [p for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).parts[0] != ONNX_DIR
+            and p.relative_to(root).as_posix() not in skip]

@@ -20,7 +20,7 @@ from transformers import AutoTokenizer
 
 from scoring.config import CONFIG_KEY, ScoringConfig
 from scoring.identity import resolve_version
-from scoring.integrity import MODEL_PREFIX, check_model_folder, check_version_files
+from scoring.integrity import MODEL_PREFIX, check_folder_files, check_model_folder, check_version_files, model_files_of
 
 DOWNLOAD_PREFIX = "model-download-"  # the temporary folders a load downloads into (removed once it is loaded)
 
@@ -31,6 +31,7 @@ def load_components(uri: str) -> tuple[Any, Any]:
     A remote model is downloaded into a temporary folder, removed once loaded (a local one is read in place).
     """
     if Path(uri).is_dir():
+        check_folder_files(uri, model_files_of(uri))  # an export's files as its version was sealed, or refused
         parts = mlflow.transformers.load_model(uri, return_type="components")
     else:
         with tempfile.TemporaryDirectory(prefix=DOWNLOAD_PREFIX) as tmp:
@@ -66,9 +67,12 @@ def load_tokenizer_and_scoring(model_uri: str, **overrides: Any) -> tuple[Any, S
                              f"(flavors: {', '.join(flavors) or 'none'})")
         tokenizer_dir = model_file(model_uri, "components/tokenizer", tmp)
         config_file = model_file(model_uri, "model/config.json", tmp)
-        if not Path(model_uri).is_dir():  # what is read, checked against the sealed version's manifest
+        tokenizer_files = [p for p in tokenizer_dir.rglob("*") if p.is_file()]
+        if Path(model_uri).is_dir():  # what is read, checked against the sealed version's manifest
+            check_folder_files(model_uri, [*tokenizer_files, config_file])
+        else:
             files = {f"{MODEL_PREFIX}components/tokenizer/{p.relative_to(tokenizer_dir).as_posix()}": p
-                     for p in tokenizer_dir.rglob("*") if p.is_file()}
+                     for p in tokenizer_files}
             check_version_files(resolve_version(model_uri), {**files, f"{MODEL_PREFIX}model/config.json": config_file})
         tokenizer = AutoTokenizer.from_pretrained(str(tokenizer_dir))
         config = json.loads(config_file.read_text())

@@ -25,7 +25,7 @@ import onnxruntime as ort
 
 from scoring.config import ScoringConfig
 from scoring.identity import resolve_version
-from scoring.integrity import check_version_files, onnx_key
+from scoring.integrity import check_folder_files, check_version_files, onnx_key
 from scoring.labels import POSITIVE
 from scoring.machine import cores
 from scoring.model_files import load_components, load_tokenizer_and_scoring
@@ -246,6 +246,7 @@ def load_onnx_scorer(model_uri: str, quantized: bool = False, threads: int | Non
 
     in_folder = Path(model_uri) / ONNX_DIR / FILES[quantized]  # an exported model folder that carries its ONNX
     if in_folder.is_file():
+        check_folder_files(model_uri, [in_folder])  # the graph its version sealed, or refused
         return scorer(make_sessions(in_folder, threads, parallel))
     mv = resolve_version(model_uri)
     logged_run = mv.tags.get(ONNX_RUN_ID) if mv is not None else None

@@ -20,9 +20,10 @@ from tiny_model import register_tiny_model, tiny_store
 from app.main import create_app
 from app.settings import Settings
 from pipelines.registry import sealing
+from pipelines.registry.model_folder import export_model
 from pipelines.train.onnx_logging import log_onnx
 from scoring.identity import RegistryError, model_uri
-from scoring.integrity import ALLOW_ENV, MANIFEST_PARAM, IntegrityError
+from scoring.integrity import ALLOW_ENV, FOLDER_MANIFEST, MANIFEST_PARAM, IntegrityError
 from scoring.runtimes import load_scorer
 from scoring.version_tags import ONNX_RUN_ID
 
@@ -125,3 +126,32 @@ def _model_artifacts(version: str) -> Path:
     source = MlflowClient().get_model_version("sentiment", version).source  # models:/m-…
     logged = MlflowClient().get_logged_model(source.removeprefix("models:/"))
     return Path(logged.artifact_location.removeprefix("file://"))
+
+
+def test_an_export_is_checked_against_the_registry_and_its_folder_on_every_load(store, tmp_path):
+    """``python -m pipelines export`` (what ``make image`` bakes) refuses a tampered version and writes nothing;
+    the folder it writes carries the manifest, and a load of the folder refuses a changed file."""
+    weights = next(_model_artifacts("2").rglob("model.safetensors"))
+    original = weights.read_bytes()
+    flip_byte(weights, 200)
+    try:
+        with pytest.raises(IntegrityError, match=r"model\.safetensors differs"):
+            export_model(model_uri("sentiment", "2"), tmp_path / "refused")
+    finally:
+        weights.write_bytes(original)
+    assert not (tmp_path / "refused").exists() and not list(tmp_path.glob(".refused.export-*")), "nothing written"
+
+    folder = tmp_path / "exported"
+    export_model(model_uri("sentiment", "2"), folder)
+    assert (folder / FOLDER_MANIFEST).is_file()
+    for backend in ("torch", "onnx-int8"):
+        assert load_scorer(str(folder), backend).predict_proba(["fine"]).shape == (1,)
+    flip_byte(folder / "onnx" / "model.int8.onnx")
+    with pytest.raises(IntegrityError, match=r"model\.int8\.onnx differs"):
+        load_scorer(str(folder), "onnx-int8")
+    flip_byte(next(folder.rglob("model.safetensors")), 200)
+    with pytest.raises(IntegrityError, match=r"model\.safetensors differs"):
+        load_scorer(str(folder), "torch")
+    (folder / FOLDER_MANIFEST).unlink()  # and without its manifest (ALLOW_UNVERIFIED_MODELS=false here)
+    with pytest.raises(IntegrityError, match=r"carries no integrity\.json"):
+        load_scorer(str(folder), "onnx")

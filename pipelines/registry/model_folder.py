@@ -23,7 +23,15 @@ from mlflow import MlflowClient
 
 from scoring.clock import now
 from scoring.identity import MANIFEST, ModelIdentity, RegistryError, resolve
-from scoring.onnx_convert import ONNX_DIR
+from scoring.integrity import (
+    FOLDER_MANIFEST,
+    check_model_folder,
+    check_version_files,
+    manifest_digest,
+    onnx_key,
+    version_manifest,
+)
+from scoring.onnx_convert import FILES, ONNX_DIR
 from scoring.version_tags import ONNX_PATHS, ONNX_RUN_ID
 
 
@@ -84,9 +92,15 @@ def export_model(model_uri: str, out_dir: str | Path, overwrite: bool = False) -
                 shutil.move(str(item), staging / item.name)
         if not (staging / "MLmodel").is_file():
             raise RegistryError(f"{model_uri}: the download holds no MLmodel file, so it is not an MLflow model")
+        mv = MlflowClient().get_model_version(identity.name, identity.version) if identity.version else None
+        check_model_folder(mv, staging)  # the files its version sealed, or refused (nothing is written)
         onnx_files = _copy_onnx_export(identity, staging)
+        check_version_files(mv, {onnx_key(name == f"{ONNX_DIR}/{FILES[True]}"): staging / name for name in onnx_files})
+        sealed = version_manifest(mv) if mv is not None else None
+        if sealed is not None:  # the folder carries its manifest: every load of it checks the files it reads
+            (staging / FOLDER_MANIFEST).write_text(json.dumps(sealed, indent=1, sort_keys=True) + "\n")
         manifest = {**identity.as_dict(), "requested_uri": model_uri, "exported_at": now(),
-                    "onnx_files": onnx_files}
+                    "onnx_files": onnx_files, "manifest_sha256": manifest_digest(mv) if mv is not None else ""}
         (staging / MANIFEST).write_text(json.dumps(manifest, indent=2) + "\n")
         staging.chmod(0o755)  # mkdtemp's 0700 would hide the folder from the image's other users
         replace_folder(staging, out)
