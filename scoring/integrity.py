@@ -36,6 +36,7 @@ MANIFEST_PATH = "integrity/manifest.json"  # artifact path in the version's run
 MANIFEST_PARAM = "integrity.manifest_sha256"  # run param: the manifest's digest (immutable once logged)
 MODEL_PREFIX = "model/"  # manifest keys of the logged MLflow model's files
 FOLDER_MANIFEST = "integrity.json"  # an exported folder's copy of its version's manifest
+UNSEALED = frozenset({"registered_model_meta"})  # MLflow rewrites it at each registration; no runtime reads it
 ALLOW_ENV = "ALLOW_UNVERIFIED_MODELS"
 # default on until every way of registering a version seals it (train step, export-onnx, test fixtures)
 ALLOW_DEFAULT = "true"
@@ -62,11 +63,17 @@ def sha256_file(path: str | Path) -> str:
     return h.hexdigest()
 
 
+def loaded_files(folder: str | Path) -> list[Path]:
+    """The files under ``folder`` that a runtime may load: all but MLflow's ``registered_model_meta``, the record
+    of the latest registration that MLflow rewrites whenever the logged model is registered again."""
+    return [p for p in sorted(Path(folder).rglob("*")) if p.is_file() and p.name not in UNSEALED]
+
+
 def folder_entries(folder: str | Path, prefix: str = "") -> dict[str, dict[str, Any]]:
-    """``prefix + relative path`` → ``{"sha256", "size"}`` for every file under ``folder``."""
+    """``prefix + relative path`` → ``{"sha256", "size"}`` for every file under ``folder`` a runtime may load."""
     root = Path(folder)
     return {prefix + p.relative_to(root).as_posix(): {"sha256": sha256_file(p), "size": p.stat().st_size}
-            for p in sorted(root.rglob("*")) if p.is_file()}
+            for p in loaded_files(root)}
 
 
 def manifest_bytes(files: Mapping[str, Mapping[str, Any]], **about: Any) -> bytes:
@@ -132,8 +139,7 @@ def check_model_folder(mv: ModelVersion | None, folder: str | Path) -> None:
     if mv is None:
         return
     root = Path(folder)
-    check_version_files(mv, {MODEL_PREFIX + p.relative_to(root).as_posix(): p
-                             for p in sorted(root.rglob("*")) if p.is_file()})
+    check_version_files(mv, {MODEL_PREFIX + p.relative_to(root).as_posix(): p for p in loaded_files(root)})
 
 
 def folder_key(relative: str) -> str:
@@ -160,5 +166,5 @@ def model_files_of(folder: str | Path) -> list[Path]:
     """The logged MLflow model's files in a local folder (not its ONNX graphs or the export's own records)."""
     root = Path(folder)
     skip = {FOLDER_MANIFEST, "registered_model.json"}
-    return [p for p in sorted(root.rglob("*")) if p.is_file() and p.relative_to(root).parts[0] != ONNX_DIR
+    return [p for p in loaded_files(root) if p.relative_to(root).parts[0] != ONNX_DIR
             and p.relative_to(root).as_posix() not in skip]

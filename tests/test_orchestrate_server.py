@@ -22,7 +22,7 @@ pytestmark = [pytest.mark.e2e, pytest.mark.skipif(shutil.which("make") is None, 
 
 def test_make_orchestrate_serves_the_ui_and_stops(tmp_path: Path):
     home, port = tmp_path / "dagster-home", free_port()
-    cmd = ["make", "-s", "-o", str(VENV / ".installed-stamp"), "orchestrate", f"VENV={VENV}",
+    cmd = ["make", "-s", "-o", str(VENV / ".installed-stamp"), "orchestrate", f"VENV={VENV}", "ARGS=",
            f"DAGSTER_HOME={home}", f"DAGSTER_PORT={port}"]
     server = ServerProcess(cmd, port, tmp_path / "dagster.log", ready_path="/server_info", name="make orchestrate")
     with server:

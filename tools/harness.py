@@ -49,7 +49,8 @@ def child_env(extra: dict[str, str] | None = None, drop: Sequence[str] = ()) -> 
 
     The venv's ``bin`` comes first on PATH (``mlflow models serve`` execs ``uvicorn``).
     """
-    skip = set(INHERITED_MLFLOW_STATE) | set(drop)
+    # and no outer make's flags: a `make` run by a test under `make test ARGS=…` would inherit ARGS
+    skip = set(INHERITED_MLFLOW_STATE) | {"MAKEFLAGS", "MFLAGS", "MAKELEVEL", "MAKEOVERRIDES"} | set(drop)
     env = {k: v for k, v in os.environ.items() if k not in skip} | CHILD_ENV | (extra or {})
     env["PATH"] = f"{Path(sys.executable).parent}{os.pathsep}{env.get('PATH', '')}"
     return env
