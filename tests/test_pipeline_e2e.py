@@ -15,6 +15,7 @@ import torch
 from conftest import LEARNED_PARAMS
 from mlflow import MlflowClient
 
+from pipelines import cli
 from pipelines.config import build_config
 from pipelines.flow.runner import NOTEBOOKS_DIR, StepFailed, run_pipeline
 from pipelines.flow.steps import FLOWS
@@ -79,11 +80,12 @@ def test_full_pipeline_on_tiny_parameters(mlflow_uri, tiny_csv, tmp_path):
 
 
 def test_worse_challenger_is_refused(learned_copy, tmp_path):
-    """A barely trained model does not replace the learned production model."""
+    """A barely trained model does not replace the learned production model (no evaluate step: the gate scores
+    a candidate that no evaluation recorded itself, on the served runtime)."""
     before = versions.alias_version(learned_copy.model_name, "production").version
     cfg = build_config({"max_train_samples": 64, "epochs": 1, "max_length": 32, "learning_rate": 1e-6,
-                        "tune_threshold": False, "distill_layers": 0})
-    result = run_pipeline(cfg, steps=("train", "evaluate", "promote"), output_dir=tmp_path / "out", progress=False)
+                        "tune_threshold": False, "distill_layers": 0, "calibrate_long_texts": False})
+    result = run_pipeline(cfg, steps=("train", "promote"), output_dir=tmp_path / "out", progress=False)
     assert result.steps["promote"]["promoted"] is False
     assert versions.alias_version(learned_copy.model_name, "production").version == before
     candidate = versions.get_version(learned_copy.model_name, result.steps["train"]["model_version"])
@@ -147,12 +149,17 @@ def test_step_failed_is_raised_in_process(mlflow_uri, tiny_csv, tmp_path):
         (["-p", "gradient_accumulation_steps", "3"], "parameter batch_size: 32 is the effective batch"),
     ],
 )
-def test_bad_parameters_are_refused_before_training(mlflow_uri, args, message):
+def test_bad_parameters_are_refused_before_training(mlflow_uri, args, message, capsys):
     if "cuda" in args and torch.cuda.is_available():
         pytest.skip("this machine has CUDA")
-    proc = _cli("run", *args)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
+    assert cli.main(["run", *args]) == 2  # in process: the CLI's own main (one case below runs `python -m`)
+    assert message in capsys.readouterr().err
+    assert MlflowClient().search_experiments(filter_string="name = 'sentiment'") == []
+
+
+def test_the_command_line_refuses_a_bad_parameter_with_exit_status_2(mlflow_uri):
+    proc = _cli("run", "-p", "epochs", "0")
+    assert proc.returncode == 2 and "parameter epochs" in proc.stderr, proc.stderr
     assert MlflowClient().search_experiments(filter_string="name = 'sentiment'") == []
 
 
@@ -164,11 +171,12 @@ def test_bad_parameters_are_refused_before_training(mlflow_uri, args, message):
         ("text,label\n", "parameter dataset"),
     ],
 )
-def test_bad_csv_is_refused_before_training(mlflow_uri, tmp_path, content, message):
+def test_bad_csv_is_refused_before_training(mlflow_uri, tmp_path, content, message, capsys):
     path = tmp_path / "reviews.csv"
     path.write_text(content)
-    proc = _cli("run", "-p", "dataset", str(path))
-    assert proc.returncode == 2 and message in proc.stderr, proc.stderr
+    assert cli.main(["run", "-p", "dataset", str(path)]) == 2
+    err = capsys.readouterr().err
+    assert message in err, err
     assert MlflowClient().search_experiments(filter_string="name = 'sentiment'") == []
 
 
