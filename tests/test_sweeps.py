@@ -70,16 +70,22 @@ while True:
 """
 
 
-def test_two_worker_processes_claim_each_queued_trial_once(tmp_path):
-    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+def claimed_by_two_workers(storage: str, points: int = 40) -> None:
+    """Queue ``points`` trials in a new study in ``storage``; two worker processes claim them: each exactly once,
+    and both take some."""
     study = studies.open_study("claims", storage, "maximize")
-    for rate in range(40):
-        study.enqueue_trial({"x": rate})
+    for x in range(points):
+        study.enqueue_trial({"x": x})
     workers = [subprocess.Popen([sys.executable, "-c", CLAIM, storage], cwd=ROOT) for _ in range(2)]
-    assert [w.wait(timeout=120) for w in workers] == [0, 0]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
     trials = study.get_trials()
-    assert len(trials) == 40 and all(t.state == TrialState.COMPLETE for t in trials), "no trial ran twice"
+    assert len(trials) == points and all(t.state == TrialState.COMPLETE for t in trials), "no trial ran twice"
+    assert sorted(t.system_attrs["fixed_params"]["x"] for t in trials) == list(range(points))
     assert len({t.user_attrs["worker"] for t in trials}) == 2, "both processes claimed trials"
+
+
+def test_two_worker_processes_claim_each_queued_trial_once(tmp_path):
+    claimed_by_two_workers(f"sqlite:///{tmp_path / 'optuna.db'}")
 
 
 def test_a_killed_workers_trial_is_failed_and_its_point_queued_again(tmp_path):

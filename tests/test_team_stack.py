@@ -250,8 +250,7 @@ def test_two_replicas_share_one_inference_log_that_the_monitor_reads(stack, pipe
 def test_sweep_workers_on_two_processes_share_one_study_in_the_stacks_database(stack):
     """The pipeline's environment names the stack's ``optuna`` database (role ``sweep``, its password apart);
     two worker processes claim the 40 queued trials of one study there, each exactly once."""
-    from optuna.trial import TrialState
-    from test_sweeps import CLAIM
+    from test_sweeps import claimed_by_two_workers
 
     from pipelines.sweep import study as studies
 
@@ -261,15 +260,7 @@ def test_sweep_workers_on_two_processes_share_one_study_in_the_stacks_database(s
         for key in ("SWEEP_STORAGE", "SWEEP_STORAGE_PASSWORD"):
             mp.setenv(key, env[key])
         storage = studies.storage_url("")
-    study = studies.open_study("claims", storage, "maximize")
-    for x in range(40):
-        study.enqueue_trial({"x": x})
-    workers = [subprocess.Popen([sys.executable, "-c", CLAIM, storage], cwd=ROOT) for _ in range(2)]
-    assert [w.wait(timeout=300) for w in workers] == [0, 0]
-    trials = study.get_trials()
-    assert len(trials) == 40 and all(t.state == TrialState.COMPLETE for t in trials), "no trial ran twice"
-    assert sorted(t.system_attrs["fixed_params"]["x"] for t in trials) == list(range(40))
-    assert len({t.user_attrs["worker"] for t in trials}) == 2, "both processes claimed trials"
+    claimed_by_two_workers(storage)
     with pytest.raises(Exception, match="password authentication failed"):  # the role needs its password
         studies.open_study("claims", env["SWEEP_STORAGE"].replace("sweep@", "sweep:wrong@"))
 
