@@ -109,3 +109,36 @@ def test_a_failed_notebook_fails_the_monitor_job_with_the_executed_notebook(tmp_
         assert by_step["pipeline"].info.status == "FAILED" and by_step["monitor"].info.status == "FAILED"
         files = {a.path for a in client.list_artifacts(by_step["monitor"].info.run_id, "notebook")}
         assert files == {"notebook/monitor.ipynb", "notebook/monitor.html"}
+
+
+@pytest.mark.e2e
+def test_the_training_job_in_process_registers_one_version_with_the_clis_notebooks(mlflow_uri, tiny_csv, tmp_path):
+    """The training job executed in process on tiny parameters: the four steps' notebooks run through the same
+    runner as ``python -m pipelines run``, under one MLflow parent run, register exactly one version, and each
+    op's Dagster metadata links its MLflow run and executed notebook (the train step's model version too)."""
+    from mlflow import MlflowClient
+
+    parameters = {"epochs": "1", "max_length": "32", "min_metric": "0.0", "batch_size": "16",
+                  "dataset": str(tiny_csv)}
+    with instance_for_test() as instance:
+        result = JOBS["training"].execute_in_process(
+            run_config={"ops": {"start": {"config": {"parameters": parameters, "output_dir": str(tmp_path / "out")}}}},
+            instance=instance)
+        assert result.success
+        metadata = {e.step_key: e.event_specific_data.metadata for e in result.all_events
+                    if e.event_type_value == "STEP_OUTPUT"}
+    assert set(metadata) == {"start", *FLOWS["training"], "finish"}
+    assert str(metadata["train"]["model_version"].value) == "1"
+    for step in FLOWS["training"]:
+        assert "mlflow_run" in metadata[step] and metadata[step]["executed notebook"].value.endswith(f"{step}.ipynb")
+
+    client = MlflowClient()
+    assert [str(v.version) for v in client.search_model_versions("name = 'sentiment'")] == ["1"]
+    runs = client.search_runs([client.get_experiment_by_name("sentiment").experiment_id])
+    by_step = {r.data.tags["step"]: r for r in runs}
+    assert set(by_step) == {"pipeline", *FLOWS["training"]}
+    assert by_step["pipeline"].info.status == "FINISHED"
+    for step in FLOWS["training"]:  # the notebooks `python -m pipelines run` logs, each in its step's run
+        assert by_step[step].data.tags["mlflow.parentRunId"] == by_step["pipeline"].info.run_id
+        files = {a.path for a in client.list_artifacts(by_step[step].info.run_id, "notebook")}
+        assert files == {f"notebook/{step}.ipynb", f"notebook/{step}.html"}
