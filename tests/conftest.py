@@ -34,6 +34,10 @@ if os.environ.get("PYTEST_XDIST_WORKER_COUNT"):  # make test: TEST_WORKERS proce
     import torch
 
     torch.set_num_threads(_share)
+    import __main__
+
+    if not hasattr(__main__, "__file__"):  # execnet's `python -c` worker: pyspark.sql.connect (imported by MLflow)
+        __main__.__file__ = "pytest-xdist-worker"  # would take a main without a file for a doctest run, and exit
 
 LEARNED_CACHE = "learned-store-v10"  # bump when what the fixture stores changes (v2: ONNX export, v3: profile,
 # v4: windows without overlap, aggregation and long-text threshold chosen on validation, v5: transformers.Trainer,
