@@ -10,6 +10,7 @@ Dagster's webserver on that home on a free loopback port, and captures the run's
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import shutil
 import sys
@@ -62,6 +63,10 @@ def main(argv: list[str] | None = None) -> int:
                 page.goto(f"{server.url}/runs/{run_id}")
                 page.get_by_text("RUN_SUCCESS").first.wait_for()  # the event log, down to the run's end
                 page.get_by_text("executed notebook").first.wait_for(timeout=30_000)  # the ops' metadata
+                skip = page.get_by_role("button", name="Skip")  # the UI's first-visit community dialog
+                with contextlib.suppress(Exception):  # no dialog this time
+                    skip.click(timeout=10_000)
+                page.get_by_text("STEP_OUTPUT").first.scroll_into_view_if_needed()
                 args.out.mkdir(parents=True, exist_ok=True)
                 target = args.out / f"{SHOT}.png"
                 page.screenshot(path=str(target))
