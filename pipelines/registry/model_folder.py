@@ -25,8 +25,9 @@ from scoring.clock import now
 from scoring.identity import MANIFEST, ModelIdentity, RegistryError, resolve
 from scoring.integrity import (
     FOLDER_MANIFEST,
-    check_model_folder,
-    check_version_files,
+    MODEL_PREFIX,
+    check_files,
+    loaded_files,
     manifest_digest,
     onnx_key,
     version_manifest,
@@ -93,11 +94,15 @@ def export_model(model_uri: str, out_dir: str | Path, overwrite: bool = False) -
         if not (staging / "MLmodel").is_file():
             raise RegistryError(f"{model_uri}: the download holds no MLmodel file, so it is not an MLflow model")
         mv = MlflowClient().get_model_version(identity.name, identity.version) if identity.version else None
-        check_model_folder(mv, staging)  # the files its version sealed, or refused (nothing is written)
+        sealed = version_manifest(mv) if mv is not None else None  # fetched and its digest checked once
+        where = f"{identity.name} v{identity.version}"
+        if sealed is not None:  # the files its version sealed, or refused (nothing is written)
+            check_files(sealed, {MODEL_PREFIX + p.relative_to(staging).as_posix(): p for p in loaded_files(staging)},
+                        where)
         onnx_files = _copy_onnx_export(identity, staging)
-        check_version_files(mv, {onnx_key(name == f"{ONNX_DIR}/{FILES[True]}"): staging / name for name in onnx_files})
-        sealed = version_manifest(mv) if mv is not None else None
         if sealed is not None:  # the folder carries its manifest: every load of it checks the files it reads
+            check_files(sealed, {onnx_key(name == f"{ONNX_DIR}/{FILES[True]}"): staging / name for name in onnx_files},
+                        where)
             (staging / FOLDER_MANIFEST).write_text(json.dumps(sealed, indent=1, sort_keys=True) + "\n")
         manifest = {**identity.as_dict(), "requested_uri": model_uri, "exported_at": now(),
                     "onnx_files": onnx_files, "manifest_sha256": manifest_digest(mv) if mv is not None else ""}
