@@ -288,6 +288,17 @@ def _coerce(name: str, value: Any) -> Any:
     return value
 
 
+def read_mapping(file: str | Path, label: str, must: str) -> dict[str, Any]:
+    """A YAML file's mapping; ConfigError naming ``label`` when the file is missing or holds no mapping."""
+    path = Path(file)
+    if not path.is_file():
+        raise ConfigError(f"{label}: {path} does not exist")
+    loaded = yaml.safe_load(path.read_text()) or {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"{label}: {path} {must}")
+    return loaded
+
+
 def build_config(overrides: dict[str, Any] | None = None, config_file: str | Path | None = None) -> PipelineConfig:
     """Defaults < config file < overrides; raise ConfigError naming the bad parameter.
 
@@ -296,13 +307,7 @@ def build_config(overrides: dict[str, Any] | None = None, config_file: str | Pat
     """
     values: dict[str, Any] = {}
     if config_file:
-        path = Path(config_file)
-        if not path.is_file():
-            raise ConfigError(f"config file: {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file: {path} must hold a mapping of parameter names to values")
-        values.update(loaded)
+        values.update(read_mapping(config_file, "config file", "must hold a mapping of parameter names to values"))
     values.update(overrides or {})
     known = PipelineConfig.model_fields
     unknown = sorted(set(values) - set(known))

@@ -7,14 +7,12 @@ those strings or lists. A grid sweep takes choices only.
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any
 
 import optuna
-import yaml
 from optuna.distributions import BaseDistribution, CategoricalDistribution, FloatDistribution, IntDistribution
 
-from pipelines.config import ConfigError, PipelineConfig, build_config
+from pipelines.config import ConfigError, PipelineConfig, build_config, read_mapping
 
 Space = dict[str, BaseDistribution]
 # what a trial may not vary: where it records, what it reads, and what makes it a sweep
@@ -75,13 +73,7 @@ def parse_space(pairs: list[tuple[str, str]] | None, space_file: str | None) -> 
     """
     specs: dict[str, Any] = {}
     if space_file:
-        path = Path(space_file)
-        if not path.is_file():
-            raise ConfigError(f"--space: {path} does not exist")
-        loaded = yaml.safe_load(path.read_text()) or {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"--space: {path} must be a mapping of parameter names to ranges or lists")
-        specs.update(loaded)
+        specs.update(read_mapping(space_file, "--space", "must be a mapping of parameter names to ranges or lists"))
     specs.update(dict(pairs or []))
     fixed = {name: spec for name, spec in specs.items() if is_fixed(spec)}
     build_config(fixed)  # a bad fixed value is refused by name too
