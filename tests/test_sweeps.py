@@ -84,8 +84,34 @@ def claimed_by_two_workers(storage: str, points: int = 40) -> None:
     assert len({t.user_attrs["worker"] for t in trials}) == 2, "both processes claimed trials"
 
 
+ASK = """
+import sys
+from pipelines.sweep import command, study as studies
+study = studies.open_study("asks", sys.argv[1])
+while (trial := command._next_trial(study, sys.argv[1], grid=False)) is not None:
+    trial.set_user_attr("worker", studies.worker_id())
+    study.tell(trial, trial.suggest_float("x", 0, 1))
+"""
+
+
+def asked_by_two_workers(storage: str, trials: int = 30) -> None:
+    """A TPE study of ``trials`` trials; two worker processes ask for trials until it is full: between them
+    they begin exactly ``trials`` (counting and asking is one claim), and both take some."""
+    study = studies.open_study("asks", storage, "maximize")
+    study.set_user_attr("trials", trials)
+    workers = [subprocess.Popen([sys.executable, "-c", ASK, storage], cwd=ROOT) for _ in range(2)]
+    assert [w.wait(timeout=300) for w in workers] == [0, 0]
+    done = study.get_trials()
+    assert len(done) == trials and all(t.state == TrialState.COMPLETE for t in done), f"{len(done)} trials"
+    assert len({t.user_attrs["worker"] for t in done}) == 2, "both processes asked"
+
+
 def test_two_worker_processes_claim_each_queued_trial_once(tmp_path):
     claimed_by_two_workers(f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def test_two_tpe_workers_begin_exactly_the_studys_trials(tmp_path):
+    asked_by_two_workers(f"sqlite:///{tmp_path / 'optuna.db'}")
 
 
 def test_a_killed_workers_trial_is_failed_and_its_point_queued_again(tmp_path):

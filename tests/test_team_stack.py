@@ -249,8 +249,9 @@ def test_two_replicas_share_one_inference_log_that_the_monitor_reads(stack, pipe
 
 def test_sweep_workers_on_two_processes_share_one_study_in_the_stacks_database(stack):
     """The pipeline's environment names the stack's ``optuna`` database (role ``sweep``, its password apart);
-    two worker processes claim the 40 queued trials of one study there, each exactly once."""
-    from test_sweeps import claimed_by_two_workers
+    two worker processes claim the 40 queued trials of one study there, each exactly once, and begin exactly
+    the 30 trials of a TPE study (the claims' advisory lock)."""
+    from test_sweeps import asked_by_two_workers, claimed_by_two_workers
 
     from pipelines.sweep import study as studies
 
@@ -261,6 +262,7 @@ def test_sweep_workers_on_two_processes_share_one_study_in_the_stacks_database(s
             mp.setenv(key, env[key])
         storage = studies.storage_url("")
     claimed_by_two_workers(storage)
+    asked_by_two_workers(storage)
     with pytest.raises(Exception, match="password authentication failed"):  # the role needs its password
         studies.open_study("claims", env["SWEEP_STORAGE"].replace("sweep@", "sweep:wrong@"))
 

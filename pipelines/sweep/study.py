@@ -20,6 +20,7 @@ import optuna
 import sqlalchemy as sa
 from optuna.distributions import distribution_to_json, json_to_distribution
 from optuna.trial import TrialState
+from sqlalchemy.pool import NullPool
 
 from pipelines.config import ConfigError
 from pipelines.sweep.space import Space
@@ -118,11 +119,29 @@ def reclaim_dead(study: optuna.Study) -> list[int]:
     return reclaimed
 
 
+CLAIM_LOCK_KEY = 0x5357_4545_5000  # the PostgreSQL advisory lock id of the sweeps' claims ("SWEEP")
+
+
 @contextlib.contextmanager
 def claim_lock(storage: str) -> Iterator[None]:
-    """Serialise claiming among one machine's workers of a SQLite study (its read-then-update is not atomic);
-    PostgreSQL's row lock (SELECT … FOR UPDATE) needs none."""
+    """Serialise claiming a trial among all the workers of a study: counting the trials begun and asking for
+    one more (TPE), or taking a queued one (grid), is a read then a write. A SQLite study: a file lock (one
+    machine); PostgreSQL: a session-level advisory lock (``pg_advisory_lock``) held by the database itself,
+    so workers on every machine wait for each other. Another server database: no lock (a grid point is
+    still claimed once by the row update; a TPE sweep may begin a trial or two more than ``--trials``)."""
     parsed = urlparse(storage)
+    if parsed.scheme.startswith("postgresql"):
+        engine = sa.create_engine(storage, poolclass=NullPool)
+        try:
+            with engine.connect() as connection:
+                connection.execute(sa.text(f"SELECT pg_advisory_lock({CLAIM_LOCK_KEY})"))
+                try:
+                    yield
+                finally:
+                    connection.execute(sa.text(f"SELECT pg_advisory_unlock({CLAIM_LOCK_KEY})"))
+        finally:
+            engine.dispose()
+        return
     if parsed.scheme != "sqlite":
         yield
         return
