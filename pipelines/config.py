@@ -131,6 +131,9 @@ class TrainSection(_Section):
                                "first distill_layers layers; '' = model_name itself teaches")
     teacher_from: str = Field("", description="an MLflow run id whose logged teacher/ (its logits over the training "
                                               "texts) teaches the student, without fine-tuning a teacher again")
+    student_init: str = Field("pretrained", pattern="^(pretrained|fine-tuned)$", description="where the student of "
+                              "teacher_model/teacher_from starts: model_name's pre-trained first layers, or fine-tuned "
+                              "by the recipe first (as the default run's student starts), then cut")
 
 
 class GateSection(_Section):

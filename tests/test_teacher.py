@@ -65,6 +65,7 @@ def test_the_parts_are_assembled_only_with_the_pinned_digest(tmp_path) -> None:
     ({"teacher_model": "x", "teacher_from": "y"}, "parameter teacher_from: give teacher_model or teacher_from"),
     ({"teacher_model": "x", "distill_layers": 0}, "parameter distill_layers: 0 distils nothing; teacher_model"),
     ({"teacher_from": "y", "distill_layers": 7}, "parameter distill_layers: 7 is more than .*'s 6 layers"),
+    ({"student_init": "fine-tuned"}, "parameter student_init: 'fine-tuned' is for the student of another teacher"),
 ])
 def test_a_teacher_that_cannot_teach_is_refused_naming_the_parameter(params, message) -> None:
     with pytest.raises(ConfigError, match=message):
@@ -141,3 +142,14 @@ def test_another_architecture_teaches_the_student_and_a_later_run_reuses_its_log
     assert np.array_equal(np.load(again / "logits.npy"), logits), "the same logits"
     assert json.loads((again / "teacher.json").read_text())["from_run"] == run_id
     assert client.get_model_version("sentiment", "2").tags["teacher_layers"] == "2"
+
+    third = run_pipeline(build_config({**TINY, "teacher_from": run_id, "student_init": "fine-tuned"}),
+                         steps=("train",), output_dir=tmp_path / "third", progress=False)
+    started = third.steps["train"]["run_id"]
+    assert client.get_run(started).data.metrics["train_steps"] == 16, "8 steps fine-tuning the start, 8 of the student"
+    assert [m.step for m in client.get_metric_history(started, "base_val_accuracy")] != [], "the start's epochs"
+    assert [m for m in client.get_metric_history(started, "teacher_val_accuracy") if m.step > 0] == []
+    version = client.get_model_version("sentiment", "3")
+    assert (version.tags["student_init"], version.tags["layers"], version.tags["teacher_layers"]) == \
+        ("fine-tuned", "1", "2"), "a 1-layer student of the fine-tuned MiniLM, taught by the 2-layer RoBERTa"
+

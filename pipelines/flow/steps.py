@@ -43,6 +43,9 @@ def _check_train(cfg: PipelineConfig) -> None:
     devices.per_device_batch(cfg.batch_size, cfg.gradient_accumulation_steps, placement)
     if cfg.teacher_model or cfg.teacher_from:
         distill.check_other_teacher(cfg.model_name, cfg.distill_layers, cfg.teacher_model, cfg.teacher_from)
+    elif cfg.student_init != "pretrained":
+        raise ConfigError(f"parameter student_init: {cfg.student_init!r} is for the student of another teacher "
+                          "(teacher_model or teacher_from); model_name's own student starts fine-tuned already")
     elif cfg.distill_layers:
         distill.check_layers(cfg.model_name, cfg.distill_layers)
 

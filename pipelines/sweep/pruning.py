@@ -3,7 +3,8 @@
 The sweep puts the running trial in the train step's environment (``SWEEP_TRIAL``: the study, the trial
 and the metric, as JSON; the storage URL in ``SWEEP_STORAGE``), so the kernel that runs the train notebook
 reports each epoch's validation metric to the trial (steps: epoch ``n`` of the fine-tuning is ``n``, of a
-student ``STUDENT_STEP + n``). When Optuna's :class:`~optuna.pruners.MedianPruner` says the trial is below
+student ``STUDENT_STEP + n``, of a student's fine-tuned start ``BASE_STEP + n``).
+When Optuna's :class:`~optuna.pruners.MedianPruner` says the trial is below
 the median of the earlier trials at that epoch, the callback records where (user attribute ``pruned_at``)
 and raises :class:`Pruned`: the train step stops before registering anything, and the sweep records the
 trial as PRUNED (and its MLflow runs as KILLED, tag ``sweep_pruned``).
@@ -20,6 +21,7 @@ from transformers import TrainerCallback
 
 TRIAL_ENV = "SWEEP_TRIAL"
 STUDENT_STEP = 1000  # a student's epochs are reported after the fine-tuning's
+BASE_STEP = 500  # student_init fine-tuned: the student's start, between the other teacher's and the student's
 
 
 class Pruned(RuntimeError):
@@ -56,15 +58,16 @@ def callback_from_env(stage: str) -> TrainerCallback | None:
         return None  # only the per-epoch validation metrics can be reported during training
     study = open_study(info["study"], os.environ[STORAGE_ENV])
     study.pruner = pruner(int(study.user_attrs.get("prune_startup", 0)))
+    offset = {"student": STUDENT_STEP, "base": BASE_STEP}.get(stage, 0)
     return PruningCallback(optuna.Trial(study, int(info["trial_id"])), "eval_" + metric.removeprefix("val_"),
-                           STUDENT_STEP if stage == "student" else 0)
+                           offset, {"student": "student", "base": "student's start"}.get(stage, "fine-tuning"))
 
 
 class PruningCallback(TrainerCallback):
     """After each epoch's evaluation: report ``metric`` to ``trial``; raise :class:`Pruned` if it should stop."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, offset: int) -> None:
-        self.trial, self.metric, self.offset = trial, metric, offset
+    def __init__(self, trial: optuna.Trial, metric: str, offset: int, stage: str = "fine-tuning") -> None:
+        self.trial, self.metric, self.offset, self.stage = trial, metric, offset, stage
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
                     **kwargs: Any) -> None:
@@ -74,7 +77,6 @@ class PruningCallback(TrainerCallback):
         value = float(metrics[self.metric])
         self.trial.report(value, self.offset + epoch)
         if self.trial.should_prune():
-            stage = "student" if self.offset else "fine-tuning"
-            self.trial.set_user_attr("pruned_at", {"stage": stage, "epoch": epoch, "value": value})
-            raise Pruned(f"sweep trial {self.trial.number} pruned after epoch {epoch} of the {stage}: "
+            self.trial.set_user_attr("pruned_at", {"stage": self.stage, "epoch": epoch, "value": value})
+            raise Pruned(f"sweep trial {self.trial.number} pruned after epoch {epoch} of the {self.stage}: "
                          f"{self.metric} {value:.4f} is below the study's median at that epoch")

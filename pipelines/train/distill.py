@@ -27,6 +27,7 @@ from pipelines.data.embedded import resolve_model_name
 
 TEACHER_DIR = "teacher"  # the finished teacher, beside the teacher's checkpoints
 STUDENT_DIR = "student"  # the student's checkpoints
+BASE_DIR = "base"  # student_init fine-tuned: model_name fine-tuned first, the student's start (another teacher)
 TEACHER_RECORD = "teacher.json"  # written last: the teacher folder is complete
 
 

@@ -181,7 +181,8 @@ class Fit:
 
     def __call__(self, model_init: Any, output_dir: Path, resume: Path | None, *,
                  stage: str) -> tuple[Trainer, EpochRecords, float]:
-        """Train from ``model_init`` (``stage``: "" alone, "teacher" or "student"); the engine, records, seconds."""
+        """Train from ``model_init`` (``stage``: "" alone, "teacher", "base" (a student's start) or "student");
+        the engine, records, seconds."""
         args = self.args
         if stage == "student":
             args = args.model_copy(update={"learning_rate": args.distill_learning_rate})
@@ -191,10 +192,11 @@ class Fit:
         callbacks: list[Any] = [records]
         if self.run_id:
             callbacks.append(MlflowMetrics(
-                self.run_id, records, args.log_checkpoints, prefix="teacher_" if stage == "teacher" else "",
+                self.run_id, records, args.log_checkpoints, prefix=f"{stage}_" if stage in ("teacher", "base") else "",
                 artifact_path=f"{ARTIFACT_PATH}/{distill.STUDENT_DIR}" if stage == "student" else ARTIFACT_PATH))
         if self.progress:
-            title = {"teacher": "training the teacher", "student": f"distilling a {args.distill_layers}-layer student"}
+            title = {"teacher": "training the teacher", "base": "fine-tuning the student's start",
+                     "student": f"distilling a {args.distill_layers}-layer student"}
             callbacks.append(ProgressLines(args.batch_size, title=title.get(stage, "training")))
         if os.environ.get("SWEEP_TRIAL"):  # a sweep's trial: its pruner sees each epoch (pipelines.sweep.pruning)
             from pipelines.sweep.pruning import callback_from_env

@@ -76,6 +76,9 @@ def log_and_register(result: TrainResult, splits: Splits, registered_model_name:
             **({"teacher_layers": str(result.teacher["layers"]),
                 "teacher_val_accuracy": f"{result.teacher['validation_metrics']['accuracy']:.4f}"}
                if result.teacher else {}),
+            **({"student_init": "fine-tuned",
+                "student_init_val_accuracy": f"{result.teacher['student_init']['validation_metrics']['accuracy']:.4f}"}
+               if result.teacher and "student_init" in result.teacher else {}),
         },
     )
     return versions.get_version(registered_model_name, version)

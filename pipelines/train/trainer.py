@@ -15,6 +15,7 @@ finished the same way and kept. The Trainer's set-up is :mod:`pipelines.train.en
 from __future__ import annotations
 
 import copy
+import json
 import os
 import random
 import shutil
@@ -233,18 +234,48 @@ def _distil_from_other(args: TrainSection, scoring: ScoringConfig, splits: Split
                 for name in (teachers.LOGITS, distill.TEACHER_RECORD):
                     mlflow.MlflowClient().log_artifact(run_id, str(folder / distill.TEACHER_DIR / name),
                                                        f"{ARTIFACT_PATH}/{distill.TEACHER_DIR}")
+    base = output_dir / distill.BASE_DIR
+    if args.student_init == "fine-tuned" and student_resume is None:
+        record = {**record, "student_init": _fine_tune_base(args, scoring, splits, fit, placement, base,
+                                                            metric=metric)}
     fit.train_set = TokenizedTexts(fit.train_set.ids, fit.train_set.labels, soft)
-    engine, records, seconds = fit(lambda: load_classifier(args.model_name, num_hidden_layers=args.distill_layers),
-                                   output_dir / distill.STUDENT_DIR, student_resume, stage="student")
+    if args.student_init == "fine-tuned":  # (on resume the checkpoint's weights replace these)
+        def student() -> Any:
+            return distill.load_student(base, args.distill_layers, resolve_model_name(args.model_name))
+    else:
+        def student() -> Any:
+            return load_classifier(args.model_name, num_hidden_layers=args.distill_layers)
+    engine, records, seconds = fit(student, output_dir / distill.STUDENT_DIR, student_resume, stage="student")
     if owned:
         shutil.rmtree(output_dir, ignore_errors=True)
     if not engine.is_world_process_zero():
         return None
+    start = record.get("student_init", {"train_seconds": 0.0, "steps": 0})
     result = _finish(args, engine.model.to("cpu").float().eval(), fit.tokenizer, scoring, splits, records,
-                     metric=metric, run_id=run_id, train_seconds=record["train_seconds"] + seconds,
-                     steps=record["steps"] + engine.state.global_step, placement=placement)
+                     metric=metric, run_id=run_id, train_seconds=record["train_seconds"] + start["train_seconds"] +
+                     seconds, steps=record["steps"] + start["steps"] + engine.state.global_step, placement=placement)
     result.teacher = record
     return result
+
+
+def _fine_tune_base(args: TrainSection, scoring: ScoringConfig, splits: Splits, fit: Fit,
+                    placement: devices.Placement, base: Path, *, metric: str) -> dict[str, Any]:
+    """``student_init`` fine-tuned: ``model_name`` fine-tuned by the recipe on the labels (metrics ``base_*``),
+    saved in ``base`` for every rank; the student is then cut from it. Its record (figures, seconds)."""
+    if not distill.teacher_complete(base):
+        engine, records, seconds = fit(lambda: load_classifier(args.model_name), base, None, stage="base")
+        if engine.is_world_process_zero():
+            model = engine.model.to("cpu").float().eval()
+            done = _finish(args.model_copy(update={"calibrate_long_texts": False}), model, fit.tokenizer, scoring,
+                           splits, records, metric=metric, run_id="", train_seconds=seconds,
+                           steps=engine.state.global_step, placement=placement)
+            distill.save_teacher(done.model, done.tokenizer, base, _teacher_record(done))
+        engine.accelerator.wait_for_everyone()
+    record = json.loads((base / distill.TEACHER_DIR / distill.TEACHER_RECORD).read_text())
+    print(f"student's start: {args.model_name} fine-tuned, validation accuracy "
+          f"{record['validation_metrics']['accuracy']:.4f}; cut to {args.distill_layers} layers", flush=True)
+    return {"model": args.model_name, "validation_metrics": record["validation_metrics"],
+            "best_epoch": record["best_epoch"], "train_seconds": record["train_seconds"], "steps": record["steps"]}
 
 
 def _save_teacher(teacher: TrainResult, output_dir: Path, run_id: str) -> None:
