@@ -104,8 +104,10 @@ class Settings(BaseSettings):
         description="scoring requests run at once (default 4 per core); see MAX_QUEUE",
     )
     max_queue: int = Field(
-        default_factory=lambda: _per_core(2), ge=0,
-        description="scoring requests waiting for a slot (default 2 per core); beyond, 503 with Retry-After at once",
+        default_factory=lambda: _per_core(1), ge=0,
+        description="scoring requests waiting for a slot (default 1 per core: an accepted request's latency grows "
+                    "by about (MAX_CONCURRENCY + MAX_QUEUE) / MAX_CONCURRENCY at saturation); beyond, 503 with "
+                    "Retry-After at once",
     )
     request_timeout_s: float = Field(30.0, gt=0, description="a scoring request unanswered this long gets 504")
     retry_after_s: int = Field(1, ge=0, description="Retry-After of an overload 503")

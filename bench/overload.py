@@ -68,7 +68,8 @@ async def closed_loop(url: str, pool: list[str], clients: int, seconds: float,
                 elif status in (503, 429):
                     counts["refused"] += 1
                     counts["no_retry_after"] += retry is None
-                    await asyncio.sleep(min(float(retry or 1), 1.0) * np.random.uniform(0.5, 1.0))
+                    # a client that honours Retry-After: at least the header's seconds, jittered up to 1.5x
+                    await asyncio.sleep(float(retry or 1) * np.random.uniform(1.0, 1.5))
                 else:
                     counts["other"] += 1
 
