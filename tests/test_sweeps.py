@@ -129,3 +129,10 @@ def test_a_killed_workers_trial_is_failed_and_its_point_queued_again(tmp_path):
     assert again.suggest_int("x", 0, 9) == 1, "the same grid point"
     assert alive.get_trials()[0].state == TrialState.FAIL
     assert studies.reclaim_dead(alive) == [], "a live worker's trial is left alone"
+
+
+def test_workers_on_one_machine_share_its_cores() -> None:
+    from pipelines.sweep.command import worker_threads
+
+    assert worker_threads(1, 16) == 0, "one worker: every core (num_threads 0)"
+    assert (worker_threads(2, 2), worker_threads(4, 16), worker_threads(3, 2)) == (1, 4, 1)

@@ -79,10 +79,24 @@ def _next_trial(study: optuna.Study, storage: str, grid: bool) -> optuna.Trial |
         return study.ask()
 
 
-def work(study: optuna.Study, storage: str, output_dir: Path) -> int:
-    """Run trials until none is left; return how many this worker ran."""
+THREADS_ENV = "SWEEP_WORKER_THREADS"  # a spawned worker's share of the cores (--workers N on one machine)
+
+
+def worker_threads(workers: int, cpus: int | None = None) -> int:
+    """Threads per trial when ``workers`` share this machine's cores (0: one worker, all of them): without a
+    share every trial's torch takes every core and N trials on the same cores run many times slower."""
+    cpus = cpus or os.cpu_count() or 1
+    return 0 if workers <= 1 else max(1, cpus // workers)
+
+
+def work(study: optuna.Study, storage: str, output_dir: Path, threads: int = 0) -> int:
+    """Run trials until none is left (``threads``: each trial's ``num_threads`` unless the sweep fixed it);
+    return how many this worker ran."""
     space, metric, parent_run_id, grid = studies.load_setup(study)
-    base = build_config(study.user_attrs["fixed"])
+    fixed = dict(study.user_attrs["fixed"])
+    if threads and not fixed.get("num_threads"):
+        fixed["num_threads"] = threads
+    base = build_config(fixed)
     tracking.setup(base.tracking_uri, base.experiment_name)
     steps = tuple(study.user_attrs["steps"])
     ran = 0
@@ -106,7 +120,7 @@ def _spawn(study: optuna.Study, storage: str, args: argparse.Namespace, count: i
     """``count`` more workers on this machine; the storage URL (a password in it) goes by the environment."""
     command = [sys.executable, "-m", "pipelines", "sweep", "--resume", study.study_name, "--worker",
                "--output-dir", str(args.output_dir_path)]
-    env = {**os.environ, studies.STORAGE_ENV: storage}
+    env = {**os.environ, studies.STORAGE_ENV: storage, THREADS_ENV: str(worker_threads(args.workers))}
     return [subprocess.Popen(command, env=env) for _ in range(count)]
 
 
@@ -145,10 +159,10 @@ def sweep_command(_: None, args: argparse.Namespace) -> int:
     study, storage = _setup(args)
     args.output_dir_path = Path(args.output_dir or tracking.state_dir() / "output" / study.study_name).resolve()
     if args.worker:
-        work(study, storage, args.output_dir_path)
+        work(study, storage, args.output_dir_path, int(os.environ.get(THREADS_ENV) or 0))
         return 0
     helpers = _spawn(study, storage, args, args.workers - 1)
-    work(study, storage, args.output_dir_path)
+    work(study, storage, args.output_dir_path, worker_threads(args.workers))
     codes = [p.wait() for p in helpers]
     parent_run_id = study.user_attrs["parent_run_id"]
     result = log_results(study, parent_run_id, args.output_dir_path)
