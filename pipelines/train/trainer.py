@@ -234,8 +234,8 @@ def _distil_from_other(args: TrainSection, scoring: ScoringConfig, splits: Split
                 for name in (teachers.LOGITS, distill.TEACHER_RECORD):
                     mlflow.MlflowClient().log_artifact(run_id, str(folder / distill.TEACHER_DIR / name),
                                                        f"{ARTIFACT_PATH}/{distill.TEACHER_DIR}")
-    base = output_dir / distill.BASE_DIR
-    if args.student_init == "fine-tuned" and student_resume is None:
+    base = folder / distill.BASE_DIR  # a resumed student finds its finished start there
+    if args.student_init == "fine-tuned":
         record = {**record, "student_init": _fine_tune_base(args, scoring, splits, fit, placement, base,
                                                             metric=metric)}
     fit.train_set = TokenizedTexts(fit.train_set.ids, fit.train_set.labels, soft)
