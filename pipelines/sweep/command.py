@@ -40,7 +40,8 @@ def _setup(args: argparse.Namespace) -> tuple[optuna.Study, str]:
             raise ConfigError(f"--resume: no study {args.resume!r} in {storage}") from None
         reclaimed = studies.reclaim_dead(study)
         if reclaimed:
-            print(f"[sweep] trials {reclaimed} of a killed worker: failed, their points queued again", file=sys.stderr)
+            print(f"[sweep] trials {reclaimed} of a killed worker: failed (a grid sweep queues their points again, "
+                  "a TPE sweep asks for new trials in their place)", file=sys.stderr)
         return study, storage
     space, fixed = parse_space(args.parameter, args.space)
     metric = check_metric(args.metric)
