@@ -136,3 +136,13 @@ def test_workers_on_one_machine_share_its_cores() -> None:
 
     assert worker_threads(1, 16) == 0, "one worker: every core (num_threads 0)"
     assert (worker_threads(2, 2), worker_threads(4, 16), worker_threads(3, 2)) == (1, 4, 1)
+
+
+def test_the_report_notebook_gets_the_storage_without_its_password_and_puts_it_back(monkeypatch) -> None:
+    import sqlalchemy as sa
+
+    full = "postgresql://sweep:pw-1%40x@db.example:5433/optuna?sslmode=require"
+    bare = studies.without_password(full)
+    assert "pw-1" not in bare and "***" not in bare and bare.startswith("postgresql://sweep@db.example:5433/")
+    monkeypatch.setenv(studies.PASSWORD_ENV, sa.make_url(full).password)
+    assert sa.make_url(studies.storage_url(bare)) == sa.make_url(full), "the same URL, password and options"

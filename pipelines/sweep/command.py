@@ -131,7 +131,7 @@ def report_notebook(study: optuna.Study, storage: str, output_dir: Path) -> str:
     url = sa.make_url(storage)
     fixed = {k: v for k, v in study.user_attrs["fixed"].items() if k in ("tracking_uri", "experiment_name")}
     cfg = PipelineConfig.model_validate({**fixed, "study_name": study.study_name,
-                                         "sweep_storage": url.set(password=None).render_as_string()
+                                         "sweep_storage": studies.without_password(storage)
                                          if url.password else storage})
     with environment({studies.PASSWORD_ENV: url.password} if url.password else {}):
         result = run_pipeline(cfg, FLOWS["sweep_report"], output_dir=output_dir / "report", progress=False,

@@ -50,6 +50,15 @@ def storage_url(given: str, tracking_uri: str = "") -> str:
     return url
 
 
+def without_password(storage: str) -> str:
+    """``storage`` without its password (for a notebook's parameters; :func:`storage_url` puts it back from
+    ``$SWEEP_STORAGE_PASSWORD``). ``URL.set(password=None)`` keeps the password, and ``render_as_string()``
+    then writes ``***`` in its place."""
+    url = sa.make_url(storage)
+    return sa.engine.URL.create(url.drivername, username=url.username, host=url.host, port=url.port,
+                                database=url.database, query=url.query).render_as_string(hide_password=False)
+
+
 def open_study(name: str, storage: str, direction: str | None = None,
                sampler: optuna.samplers.BaseSampler | None = None
                ) -> optuna.Study:
