@@ -3,6 +3,7 @@
 * ``scoring`` (the serving-safe core) imports neither ``pipelines`` nor ``app``;
 * ``app`` imports ``scoring`` and never ``pipelines``;
 * the stage packages of ``pipelines`` never import the orchestration (``pipelines.flow``) or the CLI;
+* nothing imports the Dagster definitions (``pipelines.orchestrate``), which import the flow table;
 * no import cycles among the project's modules (function-level imports included).
 """
 
@@ -64,6 +65,15 @@ def test_the_app_depends_on_the_core_alone():
 def test_stages_never_import_the_orchestration():
     assert not _violations(STAGES, ("pipelines.flow", "pipelines.cli"))
     assert not _violations(("pipelines",), ("tools",))
+
+
+def test_nothing_imports_the_orchestrator():
+    """pipelines.orchestrate (Dagster, opt-in) imports the flow table and the stages, never the reverse (only the
+    developer tools above everything, e.g. tools.dagster_screenshot, may use it)."""
+    assert not [(m, t) for m, ts in GRAPH.items() for t in ts
+                if t.startswith("pipelines.orchestrate") and not m.startswith(("pipelines.orchestrate", "tools."))]
+    assert any(t.startswith("pipelines.flow") for m, ts in GRAPH.items() if m.startswith("pipelines.orchestrate")
+               for t in ts)
 
 
 def test_no_import_cycles():
