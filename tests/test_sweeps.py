@@ -146,3 +146,26 @@ def test_the_report_notebook_gets_the_storage_without_its_password_and_puts_it_b
     assert "pw-1" not in bare and "***" not in bare and bare.startswith("postgresql://sweep@db.example:5433/")
     monkeypatch.setenv(studies.PASSWORD_ENV, sa.make_url(full).password)
     assert sa.make_url(studies.storage_url(bare)) == sa.make_url(full), "the same URL, password and options"
+
+
+def test_no_trial_is_stopped_in_its_stages_warmup_epochs() -> None:
+    from types import SimpleNamespace
+
+    import optuna
+
+    from pipelines.sweep.pruning import Pruned, PruningCallback
+
+    study = optuna.create_study(direction="maximize", pruner=optuna.pruners.MedianPruner(n_startup_trials=2))
+    for _ in range(2):  # two finished trials at 0.8 after each of 3 epochs
+        done = study.ask()
+        for epoch in (1, 2, 3):
+            done.report(0.8, epoch)
+        study.tell(done, 0.8)
+    late = PruningCallback(study.ask(), "eval_accuracy", 0, warmup=2)
+    for epoch in (1, 2):  # below the median, but within the warm-up
+        late.on_evaluate(None, SimpleNamespace(epoch=epoch), None, metrics={"eval_accuracy": 0.5})
+    with pytest.raises(Pruned, match="after epoch 3 of the fine-tuning"):
+        late.on_evaluate(None, SimpleNamespace(epoch=3), None, metrics={"eval_accuracy": 0.5})
+    eager = PruningCallback(study.ask(), "eval_accuracy", 0)
+    with pytest.raises(Pruned, match="after epoch 1"):
+        eager.on_evaluate(None, SimpleNamespace(epoch=1), None, metrics={"eval_accuracy": 0.5})

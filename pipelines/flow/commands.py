@@ -185,6 +185,8 @@ COMMANDS: dict[str, Command] = {c.name: c for c in (
                 flag("--prune-startup", type=int, default=3, metavar="N",
                      help="stop a trial whose validation metric after an epoch is below the median of the "
                           "trials before it at that epoch, once N trials finished (default 3)"),
+                flag("--prune-warmup", type=int, default=0, metavar="E",
+                     help="never stop a trial in the first E epochs of a stage (default 0: from the first)"),
                 flag("--no-prune", action="store_true", help="run every trial to its end"),
                 flag("--output-dir", default="", help="executed notebooks and results (default state dir)"),
                 flag("--worker", action="store_true", help=argparse.SUPPRESS))),  # a spawned worker: trials only

@@ -47,8 +47,8 @@ def _setup(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     metric = check_metric(args.metric)
     base = build_config(fixed, args.config)
     points = [] if args.trials else grid_points(space)
-    if args.trials < 0 or args.workers < 1 or args.prune_startup < 0:
-        raise ConfigError("--trials, --workers and --prune-startup: positive numbers")
+    if args.trials < 0 or args.workers < 1 or args.prune_startup < 0 or args.prune_warmup < 0:
+        raise ConfigError("--trials, --workers, --prune-startup and --prune-warmup: positive numbers")
     for point in points or [{}]:
         trial_config(base, point)  # every grid point's values are valid together
     storage = studies.storage_url(args.storage, base.tracking_uri)
@@ -66,6 +66,7 @@ def _setup(args: argparse.Namespace) -> tuple[optuna.Study, str]:
     study.set_user_attr("trials", args.trials or len(points))
     study.set_user_attr("steps", ["train", "evaluate"] if args.evaluate else ["train"])
     study.set_user_attr("prune_startup", 0 if args.no_prune else args.prune_startup)
+    study.set_user_attr("prune_warmup", args.prune_warmup)
     for point in points:
         study.enqueue_trial(point, skip_if_exists=True)
     return study, storage

@@ -60,14 +60,16 @@ def callback_from_env(stage: str) -> TrainerCallback | None:
     study.pruner = pruner(int(study.user_attrs.get("prune_startup", 0)))
     offset = {"student": STUDENT_STEP, "base": BASE_STEP}.get(stage, 0)
     return PruningCallback(optuna.Trial(study, int(info["trial_id"])), "eval_" + metric.removeprefix("val_"),
-                           offset, {"student": "student", "base": "student's start"}.get(stage, "fine-tuning"))
+                           offset, {"student": "student", "base": "student's start"}.get(stage, "fine-tuning"),
+                           warmup=int(study.user_attrs.get("prune_warmup", 0)))
 
 
 class PruningCallback(TrainerCallback):
     """After each epoch's evaluation: report ``metric`` to ``trial``; raise :class:`Pruned` if it should stop."""
 
-    def __init__(self, trial: optuna.Trial, metric: str, offset: int, stage: str = "fine-tuning") -> None:
-        self.trial, self.metric, self.offset, self.stage = trial, metric, offset, stage
+    def __init__(self, trial: optuna.Trial, metric: str, offset: int, stage: str = "fine-tuning",
+                 warmup: int = 0) -> None:
+        self.trial, self.metric, self.offset, self.stage, self.warmup = trial, metric, offset, stage, warmup
 
     def on_evaluate(self, args: Any, state: Any, control: Any, metrics: dict[str, float] | None = None,
                     **kwargs: Any) -> None:
@@ -76,7 +78,7 @@ class PruningCallback(TrainerCallback):
         epoch = round(state.epoch or 0)
         value = float(metrics[self.metric])
         self.trial.report(value, self.offset + epoch)
-        if self.trial.should_prune():
+        if epoch > self.warmup and self.trial.should_prune():  # the first ``warmup`` epochs of a stage: never
             self.trial.set_user_attr("pruned_at", {"stage": self.stage, "epoch": epoch, "value": value})
             raise Pruned(f"sweep trial {self.trial.number} pruned after epoch {epoch} of the {self.stage}: "
                          f"{self.metric} {value:.4f} is below the study's median at that epoch")
