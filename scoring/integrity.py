@@ -134,12 +134,17 @@ def check_version_files(mv: ModelVersion | None, files: Mapping[str, str | Path]
         check_files(manifest, files, f"{mv.name} v{mv.version}")
 
 
+def model_folder_files(folder: str | Path) -> dict[str, Path]:
+    """Manifest key (``model/…``) → path of every file of a downloaded MLflow model folder a runtime may load."""
+    root = Path(folder)
+    return {MODEL_PREFIX + p.relative_to(root).as_posix(): p for p in loaded_files(root)}
+
+
 def check_model_folder(mv: ModelVersion | None, folder: str | Path) -> None:
     """Check every file of a downloaded MLflow model folder (keys ``model/…``)."""
     if mv is None:
         return
-    root = Path(folder)
-    check_version_files(mv, {MODEL_PREFIX + p.relative_to(root).as_posix(): p for p in loaded_files(root)})
+    check_version_files(mv, model_folder_files(folder))
 
 
 def folder_key(relative: str) -> str:

@@ -25,10 +25,9 @@ from scoring.clock import now
 from scoring.identity import MANIFEST, ModelIdentity, RegistryError, resolve
 from scoring.integrity import (
     FOLDER_MANIFEST,
-    MODEL_PREFIX,
     check_files,
-    loaded_files,
     manifest_digest,
+    model_folder_files,
     onnx_key,
     version_manifest,
 )
@@ -97,8 +96,7 @@ def export_model(model_uri: str, out_dir: str | Path, overwrite: bool = False) -
         sealed = version_manifest(mv) if mv is not None else None  # fetched and its digest checked once
         where = f"{identity.name} v{identity.version}"
         if sealed is not None:  # the files its version sealed, or refused (nothing is written)
-            check_files(sealed, {MODEL_PREFIX + p.relative_to(staging).as_posix(): p for p in loaded_files(staging)},
-                        where)
+            check_files(sealed, model_folder_files(staging), where)
         onnx_files = _copy_onnx_export(identity, staging)
         if sealed is not None:  # the folder carries its manifest: every load of it checks the files it reads
             check_files(sealed, {onnx_key(name == f"{ONNX_DIR}/{FILES[True]}"): staging / name for name in onnx_files},
