@@ -130,8 +130,11 @@ def teacher_complete(folder: Path) -> bool:
     return (folder / TEACHER_DIR / TEACHER_RECORD).is_file()
 
 
+def teacher_record(folder: Path) -> dict[str, Any]:
+    """The record of the teacher saved in ``folder``/teacher."""
+    return json.loads((folder / TEACHER_DIR / TEACHER_RECORD).read_text())
+
+
 def load_teacher(folder: Path) -> tuple[Any, dict[str, Any]]:
     """The teacher saved in ``folder``/teacher and its record."""
-    target = folder / TEACHER_DIR
-    record = json.loads((target / TEACHER_RECORD).read_text())
-    return AutoModelForSequenceClassification.from_pretrained(target).eval(), record
+    return AutoModelForSequenceClassification.from_pretrained(folder / TEACHER_DIR).eval(), teacher_record(folder)

@@ -15,7 +15,6 @@ finished the same way and kept. The Trainer's set-up is :mod:`pipelines.train.en
 from __future__ import annotations
 
 import copy
-import json
 import os
 import random
 import shutil
@@ -234,17 +233,17 @@ def _distil_from_other(args: TrainSection, scoring: ScoringConfig, splits: Split
                 for name in (teachers.LOGITS, distill.TEACHER_RECORD):
                     mlflow.MlflowClient().log_artifact(run_id, str(folder / distill.TEACHER_DIR / name),
                                                        f"{ARTIFACT_PATH}/{distill.TEACHER_DIR}")
-    base = folder / distill.BASE_DIR  # a resumed student finds its finished start there
-    if args.student_init == "fine-tuned":
+    if args.student_init == "fine-tuned":  # before the soft targets: the start learns from the labels
+        base = folder / distill.BASE_DIR  # a resumed student finds its finished start there
         record = {**record, "student_init": _fine_tune_base(args, scoring, splits, fit, placement, base,
                                                             metric=metric)}
-    fit.train_set = TokenizedTexts(fit.train_set.ids, fit.train_set.labels, soft)
-    if args.student_init == "fine-tuned":  # (on resume the checkpoint's weights replace these)
-        def student() -> Any:
+
+        def student() -> Any:  # (on resume the checkpoint's weights replace these)
             return distill.load_student(base, args.distill_layers, resolve_model_name(args.model_name))
     else:
         def student() -> Any:
             return load_classifier(args.model_name, num_hidden_layers=args.distill_layers)
+    fit.train_set = TokenizedTexts(fit.train_set.ids, fit.train_set.labels, soft)
     engine, records, seconds = fit(student, output_dir / distill.STUDENT_DIR, student_resume, stage="student")
     if owned:
         shutil.rmtree(output_dir, ignore_errors=True)
@@ -271,7 +270,7 @@ def _fine_tune_base(args: TrainSection, scoring: ScoringConfig, splits: Splits, 
                            steps=engine.state.global_step, placement=placement)
             distill.save_teacher(done.model, done.tokenizer, base, _teacher_record(done))
         engine.accelerator.wait_for_everyone()
-    record = json.loads((base / distill.TEACHER_DIR / distill.TEACHER_RECORD).read_text())
+    record = distill.teacher_record(base)
     print(f"student's start: {args.model_name} fine-tuned, validation accuracy "
           f"{record['validation_metrics']['accuracy']:.4f}; cut to {args.distill_layers} layers", flush=True)
     return {"model": args.model_name, "validation_metrics": record["validation_metrics"],
